@@ -1,0 +1,90 @@
+"""Atomic writes: nothing half-written is ever left where a result belongs.
+
+Each writer goes to a temporary file in the destination's folder and is renamed into place
+(`os.replace` is atomic on one file system). `staged_dir` does the same for a whole output
+folder: it is built beside the destination and moved in only when complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; on success rename it onto `dest`, else delete it.
+
+    `suffix` defaults to dest's own suffix so libraries that infer the format from the
+    file name (cv2.imwrite, matplotlib, keras) still work.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix,
+                               dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(dest: str | Path, data: bytes) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
+
+
+def write_text(dest: str | Path, text: str) -> Path:
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(dest)
+
+
+def write_json(dest: str | Path, obj: Any) -> Path:
+    return write_text(dest, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_csv(dest: str | Path, frame) -> Path:
+    """Write a pandas DataFrame as CSV without the index."""
+    with atomic_path(dest) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(dest)
+
+
+@contextlib.contextmanager
+def staged_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder in a sibling temp folder and move it onto `dest` only on success.
+
+    If `dest` exists and `overwrite` is False, files from the staged folder are merged into it
+    (each file replaced atomically); with `overwrite` the old folder is replaced whole.
+    On any exception the staged folder is removed and `dest` is left as it was.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging.", dir=dest.parent))
+    try:
+        yield stage
+        if not dest.exists():
+            os.replace(stage, dest)
+        elif overwrite:
+            trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            os.replace(dest, trash / dest.name)
+            os.replace(stage, dest)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            for src in sorted(stage.rglob("*")):
+                if src.is_file():
+                    target = dest / src.relative_to(stage)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(src, target)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
