@@ -1,0 +1,272 @@
+"""Training configuration: the three profiles and every training default, in one place.
+
+- `PROFILES["ci" | "default" | "paper"]`: input size, epoch grid, batch, learning rate, L2,
+  model width and augmentation of each profile (DESIGN.md, "Profiles"):
+  `ci` is tiny (tests, seconds per run), `default` is a laptop CPU (four Pgds architectures
+  in about 20 minutes on 2 cores for ~370 phantom frames), `paper` is Tang 2023 section 2.3
+  (400x440x1 input, epochs 25/50/100/150/200, batch 32, Adam 1e-4, L2 1e-4) for a GPU.
+- `STUDIES[study]`: each study's architectures, loss and class order.
+- `TrainConfig`: the typed, frozen configuration of ONE training run (one architecture, one
+  fold); `make_config(study, architecture, profile, **overrides)` builds it from the tables
+  above; `TrainConfig.to_dict()` is what `run.json` records.
+- Hyper-parameter rules as small pure functions: `class_weights`, `per_replica_batch`,
+  `steps_per_epoch`, `check_epoch_grid`, `parse_epoch_grid`, `parse_shard`,
+  `parse_model_options`.
+
+Nothing here imports TensorFlow, so reading a config is instant.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from data_prep.errors import InputError
+
+PROFILE_NAMES = ("ci", "default", "paper")
+SELECTIONS = ("grid", "best_epoch")
+LOSSES = ("bce", "weighted_ce", "arcface", "cosface")
+AUGMENT_MODES = ("none", "offline", "on_the_fly")
+CACHE_MODES = ("none", "memory")
+STRATEGIES = ("none", "mirrored", "multiworker")
+
+# Where trained models, checkpoints and logs go (git-ignored; never results/).
+RUNS_DIR = "runs"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Settings that change with the compute budget. `size_wh=None`: the architecture's paper
+    input (models.registry.study_input_shape); `width=None`: the architecture's paper width;
+    `l2=None`: the architecture's study default (models.registry.default_options: 1e-4 on
+    every conv for the four Pgds architectures, as Tang 2023 and the authors' code)."""
+
+    name: str
+    size_wh: tuple[int, int] | None
+    channels: int | None
+    epoch_grid: tuple[int, ...]
+    batch_size: int
+    learning_rate: float
+    l2: float | None
+    width: int | None
+    augment: str
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        name="ci", size_wh=(70, 64), channels=1, epoch_grid=(1, 2), batch_size=8,
+        learning_rate=1e-3, l2=None, width=4, augment="none",
+        description="tiny: 70x64 input, width-4 models, epochs (1, 2), batch 8, Adam 1e-3 (so two "
+                    "epochs move the weights); for tests"),
+    "default": Profile(
+        name="default", size_wh=(140, 128), channels=1, epoch_grid=(5, 10, 15, 20), batch_size=32,
+        learning_rate=1e-4, l2=None, width=8, augment="on_the_fly",
+        description="laptop CPU: 140x128 input, width-8 models, epochs (5, 10, 15, 20), batch 32, "
+                    "Adam 1e-4, the paper's 2x/6x augmentation drawn on the fly; about 13 min of "
+                    "training for the four Pgds architectures on the default phantom (2 cores)"),
+    "paper": Profile(
+        name="paper", size_wh=None, channels=None, epoch_grid=(25, 50, 100, 150, 200),
+        batch_size=32, learning_rate=1e-4, l2=None, width=None, augment="offline",
+        description="Tang 2023 s2.3: the architecture's paper input (400x440x1 for ResNets), "
+                    "epochs (25, 50, 100, 150, 200), batch 32, Adam 1e-4, L2 1e-4, "
+                    "offline augmentation 2x normal / 6x disease"),
+}
+
+
+@dataclass(frozen=True)
+class Study:
+    """What a study trains: architectures (models.registry names), loss, class order.
+
+    `labels` fixes the class index order (the last one is the positive class of a binary
+    study); None means "the manifest's labels, sorted". `multiplicity` is the augmentation
+    multiplicity per label (images in total per original, the original included).
+    """
+
+    key: str
+    architectures: tuple[str, ...]
+    loss: str
+    labels: tuple[str, ...] | None
+    multiplicity: Mapping[str, int] | None
+    note: str
+
+
+STUDIES: dict[str, Study] = {
+    "pgds": Study(
+        key="pgds", architectures=("pgds_resnet", "resnet34", "vgg16", "vgg19"), loss="bce",
+        labels=("normal", "genetic_disease"),
+        multiplicity={"normal": 2, "genetic_disease": 6},
+        note="Tang 2023: 2-unit softmax + binary cross-entropy, Adam 1e-4, batch 32, epoch grid, "
+             "model with the smallest validation loss"),
+    "cns": Study(
+        key="cns", architectures=("resnet34",), loss="weighted_ce", labels=None, multiplicity=None,
+        note="Qi 2025: ResNet-34 with class-weighted cross-entropy (n_total / (n_classes * n_c))"),
+    "ps_face": Study(
+        key="ps_face", architectures=("iresnet100",), loss="cosface", labels=None, multiplicity=None,
+        note="Shen 2024: ResNet-100 with an ArcFace or CosFace margin head (CosFace was best)"),
+    "gs_vgg16": Study(
+        key="gs_vgg16", architectures=("vgg16_face",), loss="bce", labels=None, multiplicity=None,
+        note="Hong 2021: VGG-16, genetic syndrome vs healthy"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (one architecture, one fold). Recorded whole in `run.json`.
+
+    `batch_size` is the GLOBAL batch (what the paper's 32 means): under tf.distribute each of
+    R replicas gets batch_size / R images (`per_replica_batch`), so the optimisation is the
+    same whatever the number of devices.
+    """
+
+    study: str
+    architecture: str
+    profile: str
+    fold: int = 0
+    size_wh: tuple[int, int] | None = (70, 64)
+    channels: int | None = 1
+    epoch_grid: tuple[int, ...] = (1, 2)
+    selection: str = "grid"
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    l2: float | None = None
+    width: int | None = None
+    loss: str = "bce"
+    labels: tuple[str, ...] | None = None
+    augment: str = "none"
+    multiplicity: Mapping[str, int] | None = None
+    cache: str = "none"
+    seed: int = 0
+    mixed_precision: bool = False
+    xla: bool = False
+    strategy: str = "none"
+    model_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Normalise sequences (JSON gives lists back) so equal configs compare equal.
+        object.__setattr__(self, "epoch_grid", check_epoch_grid(self.epoch_grid))
+        if self.size_wh is not None:
+            object.__setattr__(self, "size_wh", tuple(int(v) for v in self.size_wh))
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))
+        for name, value, allowed in (("selection", self.selection, SELECTIONS),
+                                     ("loss", self.loss, LOSSES),
+                                     ("augment", self.augment, AUGMENT_MODES),
+                                     ("cache", self.cache, CACHE_MODES),
+                                     ("strategy", self.strategy, STRATEGIES),
+                                     ("profile", self.profile, PROFILE_NAMES)):
+            if value not in allowed:
+                raise InputError(None, f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.batch_size < 1:
+            raise InputError(None, f"batch size must be at least 1, got {self.batch_size}")
+        if not self.learning_rate > 0:
+            raise InputError(None, f"learning rate must be positive, got {self.learning_rate}")
+        if self.cache == "memory" and self.augment == "on_the_fly":
+            raise InputError(None, "--cache memory holds finished model inputs, but on-the-fly "
+                             "augmentation needs the original frames each epoch; use "
+                             "--augment offline (or none) with --cache memory")
+
+    @property
+    def max_epochs(self) -> int:
+        return max(self.epoch_grid)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["multiplicity"] = None if self.multiplicity is None else dict(self.multiplicity)
+        record["model_options"] = dict(self.model_options)
+        return record
+
+
+def make_config(study: str, architecture: str, profile: str, **overrides: Any) -> TrainConfig:
+    """The config of one run: profile defaults, then the study's, then `overrides` (non-None)."""
+    if profile not in PROFILES:
+        raise InputError(None, f"profile must be one of {', '.join(PROFILE_NAMES)}, got {profile!r}")
+    if study not in STUDIES:
+        raise InputError(None, f"study must be one of {', '.join(STUDIES)}, got {study!r}")
+    prof, spec = PROFILES[profile], STUDIES[study]
+    values: dict[str, Any] = dict(
+        study=study, architecture=architecture, profile=profile, size_wh=prof.size_wh,
+        channels=prof.channels, epoch_grid=prof.epoch_grid, batch_size=prof.batch_size,
+        learning_rate=prof.learning_rate, l2=prof.l2, width=prof.width, loss=spec.loss,
+        labels=spec.labels, augment=prof.augment if spec.multiplicity else "none",
+        multiplicity=spec.multiplicity)
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    if values.get("augment") != "none" and values.get("multiplicity") is None:
+        raise InputError(None, f"study {study} has no augmentation multiplicity; use --augment none")
+    return TrainConfig(**values)
+
+
+# ----------------------------------------------------------------------------- pure rules
+
+
+def class_weights(counts: Mapping[str, int]) -> dict[str, float]:
+    """Class weights from training frequencies: n_total / (n_classes * n_c) (Qi 2025's weighted
+    cross-entropy; scikit-learn's "balanced" rule). A balanced set gives 1.0 for every class."""
+    if not counts or any(n <= 0 for n in counts.values()):
+        raise InputError(None, f"every class needs at least one training image, got {dict(counts)}")
+    total = sum(counts.values())
+    return {label: total / (len(counts) * n) for label, n in counts.items()}
+
+
+def per_replica_batch(global_batch: int, replicas: int) -> int:
+    """Images per replica when the GLOBAL batch is split over `replicas` devices."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be at least 1, got {replicas}")
+    if global_batch % replicas:
+        raise InputError(None, f"batch size {global_batch} does not split evenly over "
+                         f"{replicas} replicas; choose a multiple of {replicas}")
+    return global_batch // replicas
+
+
+def steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Batches per epoch; the last one may be partial (no image is dropped)."""
+    return math.ceil(n_images / batch_size)
+
+
+def check_epoch_grid(grid: Sequence[int]) -> tuple[int, ...]:
+    """A grid is a non-empty, strictly increasing tuple of positive epoch counts."""
+    grid = tuple(int(e) for e in grid)
+    if not grid or any(e < 1 for e in grid) or any(b <= a for a, b in zip(grid, grid[1:])):
+        raise InputError(None, f"epoch grid must be strictly increasing positive integers, got {grid}")
+    return grid
+
+
+def parse_epoch_grid(text: str) -> tuple[int, ...]:
+    """'25,50,100' -> (25, 50, 100)."""
+    try:
+        grid = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(None, f"--epochs must be comma-separated integers such as 25,50,100; "
+                         f"got {text!r}") from None
+    return check_epoch_grid(grid)
+
+
+def parse_model_options(items: Sequence[str]) -> dict[str, Any]:
+    """['dropout=0.3', 'blocks=1,1,1,1', 'preactivation=False'] -> {'dropout': 0.3, ...}
+    (values read as Python literals, else kept as text)."""
+    import ast
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(None, f"--model-option must look like KEY=VALUE, got {item!r}")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        options[key.strip()] = value
+    return options
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' (0 <= i < n) -> (i, n): this machine runs shard i of n of the run grid."""
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError:
+        raise InputError(None, f"--shard must look like i/n (for example 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise InputError(None, f"--shard {text}: need n >= 1 and 0 <= i < n")
+    return index, count

@@ -1,0 +1,714 @@
+"""Training engine: the paper's epoch grid in one pass, model selection, exact resume, scale.
+
+`python -m reproduce pgds train --profile ci|default|paper [--manifest M] [--splits S] ...`
+trains every (architecture, fold) of the study's run grid (or this machine's `--shard i/n` of
+it) and writes, per run, under `runs/<study>/<profile>/<architecture>/fold<k>/`:
+
+- `run.json` (config, seed, library versions, git commit, manifest hash; data_prep.provenance),
+- `log.csv`: one row per epoch (epoch, loss, val_loss, accuracy, val_accuracy, seconds,
+  images_per_s, checkpoint_seconds, learning_rate), rewritten atomically, never a row twice,
+- `snapshots/epoch_XXXX.keras` at every epoch of the grid (Tang 2023 s2.3 trains 25, 50, 100,
+  150 and 200 epochs; with a constant learning rate the e-epoch model IS epoch e of the longest
+  run, so one run to max(grid) gives all five at the cost of one),
+- `selection.json` + `selected.keras`: the snapshot with the smallest validation loss
+  (`--selection grid`, the paper's rule), or the best of ALL epochs (`--selection best_epoch`,
+  a departure from the paper, named as such in selection.json),
+- `checkpoints/epoch_XXXX.keras` + `state.json`: the last completed epoch (model, optimizer,
+  epoch counter, dropout RNG state), committed atomically; a killed run started again resumes
+  from it and ends with the same weights as an uninterrupted run (order and augmentation are
+  pure functions of (seed, epoch, image); see reproduce.input_pipeline).
+
+Losses: `bce` (keras BinaryCrossentropy on one-hot labels and a 2-unit softmax, as the
+authors' code), `weighted_ce` (categorical cross-entropy with per-sample class weights
+n_total / (n_classes * n_c) from the training split, Qi 2025, on train and validation),
+`arcface` / `cosface` (models.margins heads, Shen 2024).
+
+Scale: `--mixed-precision` (mixed_float16; Keras 3 compile() wraps the optimizer in a
+LossScaleOptimizer itself), `--xla` (jit_compile), `--strategy mirrored|multiworker`
+(tf.distribute; the model is built and compiled in strategy.scope(); `--batch-size` is the
+GLOBAL batch, split evenly over replicas; under multiworker only the chief writes the run
+folder, and every worker decodes the whole batch stream and keeps its share, tf.data's DATA
+auto-sharding), `--shard i/n` (deterministic round-robin share of the run grid, `shard_runs`).
+Determinism: keras.utils.set_random_seed + TF op determinism (same seed, same weights on CPU);
+Keras refuses XLA under op determinism, so `--xla` runs without it.
+
+Snapshots are whole training models with their optimizer (resumable); load them for
+inference with `keras.models.load_model(path, compile=False)`. For ArcFace/CosFace the saved
+model is the [image, label] training model: `models.margins.build_margin_inference_model`
+turns it into image -> probabilities.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Callable, Iterator, Mapping, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from data_prep import atomic  # noqa: E402
+from data_prep.errors import EXIT_BAD_INPUT, InputError  # noqa: E402
+from data_prep.provenance import write_run_json  # noqa: E402
+from reproduce import config as cfg  # noqa: E402
+from reproduce.config import TrainConfig  # noqa: E402
+
+KILL_ENV = "REPRODUCE_TEST_KILL_AT"  # "epoch:batch" (1-based): SIGKILL self there (tests only)
+STATE_FILE = "state.json"
+LOG_FILE = "log.csv"
+SELECTION_FILE = "selection.json"
+SELECTED_MODEL = "selected.keras"
+BEST_EPOCH_MODEL = "best_epoch.keras"
+LOG_COLUMNS = ("epoch", "loss", "val_loss", "accuracy", "val_accuracy", "seconds",
+               "images_per_s", "checkpoint_seconds", "learning_rate")
+
+# (config, input_shape (H, W, C), num_classes) -> uncompiled keras.Model
+ModelBuilder = Callable[[TrainConfig, tuple[int, int, int], int], Any]
+
+
+# ----------------------------------------------------------------------------- run grid
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One independent training run of the grid (study x architecture x fold)."""
+
+    study: str
+    architecture: str
+    fold: int
+
+    def describe(self) -> str:
+        return f"{self.study} {self.architecture} fold {self.fold}"
+
+
+def run_grid(study: str, architectures: Sequence[str], folds: Sequence[int]) -> list[RunSpec]:
+    """Every run, architecture-major: [(a0, f0), (a0, f1), ..., (a1, f0), ...]."""
+    return [RunSpec(study, arch, int(fold)) for arch in architectures for fold in folds]
+
+
+def shard_runs(runs: Sequence[RunSpec], index: int, count: int) -> list[RunSpec]:
+    """Shard `index` of `count` (0-based): runs index, index+count, index+2*count, ...
+
+    Deterministic round-robin: the shards are disjoint, cover the grid, differ in size by at
+    most one, and depend only on the grid's order.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need count >= 1 and 0 <= index < count")
+    return list(runs[index::count])
+
+
+def run_dir_for(out: str | Path, study: str, profile: str, architecture: str, fold: int) -> Path:
+    return Path(out) / study / profile / architecture / f"fold{int(fold)}"
+
+
+# ----------------------------------------------------------------------------- model + compile
+
+
+def registry_builder(config: TrainConfig, input_shape: tuple[int, int, int], num_classes: int):
+    """models.registry.build with the architecture's defaults, then the config's l2 / width."""
+    from models import registry
+
+    options = dict(registry.default_options(config.architecture))
+    if config.l2 is not None:
+        options["l2"] = config.l2
+    if config.width is not None:
+        options["width"] = config.width
+    options.update(config.model_options)
+    if config.loss in ("arcface", "cosface"):
+        options["head"] = "embedding"  # models.margins puts the margin head on top
+    try:
+        return registry.build(config.architecture, input_shape, num_classes, **options)
+    except ValueError as err:  # unknown model or option, input too small: the user's to fix
+        raise InputError(None, str(err)) from None
+
+
+def input_shape_for(config: TrainConfig) -> tuple[int, int, int]:
+    """(H, W, C): the profile's size, or the architecture's paper input (registry)."""
+    if config.size_wh is not None:
+        width, height = config.size_wh
+        return int(height), int(width), int(config.channels or 1)
+    from models import registry
+
+    height, width, channels = registry.study_input_shape(config.architecture, config.study)
+    return int(height), int(width), int(config.channels or channels)
+
+
+def make_loss(config: TrainConfig):
+    import keras
+
+    if config.loss == "bce":
+        # The authors' code: BinaryCrossentropy on one-hot labels and a 2-unit softmax.
+        return keras.losses.BinaryCrossentropy()
+    if config.loss == "weighted_ce":
+        # Class weights arrive as per-sample weights from the input pipeline.
+        return keras.losses.CategoricalCrossentropy()
+    # ArcFace / CosFace heads output scaled, margin-adjusted logits.
+    return keras.losses.CategoricalCrossentropy(from_logits=True)
+
+
+def build_and_compile(config: TrainConfig, num_classes: int, builder: ModelBuilder | None = None):
+    """The training model, compiled (call inside strategy.scope() under tf.distribute)."""
+    import keras
+
+    builder = builder or registry_builder
+    model = builder(config, input_shape_for(config), num_classes)
+    if config.loss in ("arcface", "cosface"):
+        from models import margins
+
+        model = margins.build_margin_training_model(model, num_classes, config.loss)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+                  loss=make_loss(config),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                  jit_compile=bool(config.xla))
+    return model
+
+
+def seed_generator_states(model) -> list[np.ndarray]:
+    """Dropout & co. RNG states (Keras does not save them in .keras files)."""
+    return [np.asarray(v.numpy()) for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def restore_seed_generator_states(model, states: Sequence[Sequence[int]]) -> None:
+    variables = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    if len(variables) != len(states):
+        raise RuntimeError(f"checkpoint has {len(states)} RNG states, the model {len(variables)}")
+    for variable, state in zip(variables, states):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
+
+
+@contextlib.contextmanager
+def numerics(config: TrainConfig) -> Iterator[None]:
+    """Seeds, op determinism and the dtype policy of a run; the policy is restored after.
+
+    Keras silently turns XLA off while TF op determinism is on, so `--xla` runs without it
+    (same seed, same start; bit-identical results are then not promised)."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    keras.utils.set_random_seed(config.seed)
+    if config.xla:
+        tf_config.disable_op_determinism()
+    else:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+# ----------------------------------------------------------------------------- strategy
+
+_STRATEGY_CACHE: dict[str, Any] = {}
+
+
+def make_strategy(name: str):
+    """tf.distribute strategy for `name` (created once per process: MultiWorker must be made
+    before any other TF op, and creating strategies repeatedly leaks devices)."""
+    import tensorflow as tf
+
+    if name not in _STRATEGY_CACHE:
+        if name == "none":
+            _STRATEGY_CACHE[name] = tf.distribute.get_strategy()
+        elif name == "mirrored":
+            _STRATEGY_CACHE[name] = tf.distribute.MirroredStrategy()
+        elif name == "multiworker":
+            _STRATEGY_CACHE[name] = tf.distribute.MultiWorkerMirroredStrategy()
+        else:
+            raise InputError(None, f"strategy must be one of {', '.join(cfg.STRATEGIES)}, got {name!r}")
+    return _STRATEGY_CACHE[name]
+
+
+def worker_identity(strategy) -> tuple[bool, int]:
+    """(is_chief, task_id). Only the chief writes the run folder under MultiWorker."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True, 0
+    task_type, task_id = resolver.task_type, int(resolver.task_id or 0)
+    has_chief = "chief" in (resolver.cluster_spec().as_dict() or {})
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+    return chief, task_id
+
+
+# ----------------------------------------------------------------------------- state on disk
+
+
+@dataclass
+class RunState:
+    """What `state.json` holds: the last completed epoch and everything to continue from it."""
+
+    epochs_completed: int = 0
+    checkpoint: str | None = None
+    history: list[dict[str, float]] | None = None
+    seed_states: list[list[int]] | None = None
+    best_epoch: int | None = None
+    best_val_loss: float | None = None
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "RunState":
+        path = run_dir / STATE_FILE
+        if not path.exists():
+            return cls(history=[])
+        data = json.loads(path.read_text(encoding="utf-8"))
+        state = cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+        state.history = state.history or []
+        if state.checkpoint and not (run_dir / state.checkpoint).exists():
+            raise InputError(path, f"names checkpoint {state.checkpoint}, which is missing; "
+                             "use --force to start this run again")
+        return state
+
+    def save(self, run_dir: Path) -> None:
+        atomic.write_json(run_dir / STATE_FILE, self.__dict__)
+
+
+def _val_loss(row: Mapping[str, Any]) -> float:
+    value = row.get("val_loss")
+    return math.inf if value is None or not np.isfinite(value) else float(value)
+
+
+def select_epoch(history: Sequence[Mapping[str, Any]], grid: Sequence[int], selection: str) -> tuple[int, float]:
+    """(epoch, val_loss) with the smallest validation loss among the grid's epochs (`grid`) or
+    among all epochs (`best_epoch`); ties go to the earlier epoch."""
+    if selection == "grid":
+        candidates = [row for row in history if int(row["epoch"]) in set(grid)]
+    else:
+        candidates = list(history)
+    if not candidates:
+        raise ValueError("no epoch to select from")
+    best = min(candidates, key=lambda row: (_val_loss(row), int(row["epoch"])))
+    return int(best["epoch"]), _val_loss(best)
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    with atomic.atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _write_log(run_dir: Path, history: Sequence[Mapping[str, Any]]) -> None:
+    frame = pd.DataFrame(list(history))
+    columns = [c for c in LOG_COLUMNS if c in frame.columns] + \
+              [c for c in frame.columns if c not in LOG_COLUMNS]
+    atomic.write_csv(run_dir / LOG_FILE, frame[columns] if len(frame) else pd.DataFrame(columns=LOG_COLUMNS))
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+def _make_callbacks(config: TrainConfig, run_dir: Path, state: RunState, images_per_epoch: int):
+    import keras
+
+    grid = set(config.epoch_grid)
+
+    class EpochRecorder(keras.callbacks.Callback):
+        """Times each epoch, then commits checkpoint, snapshot, state and log atomically."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = self._train_end = time.perf_counter()
+
+        def on_test_begin(self, logs=None):
+            self._train_end = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            end = time.perf_counter()
+            train_seconds = max(self._train_end - self._start, 1e-9)
+            completed = epoch + 1
+            row = {"epoch": completed}
+            for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+                row[key] = float(logs[key]) if key in logs else None
+            row.update({key: float(v) for key, v in logs.items() if key not in row})
+            row["seconds"] = round(end - self._start, 4)
+            row["images_per_s"] = round(images_per_epoch / train_seconds, 2)
+            row["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+            tick = time.perf_counter()
+            checkpoint = f"checkpoints/epoch_{completed:04d}.keras"
+            with atomic.atomic_path(run_dir / checkpoint) as tmp:
+                self.model.save(tmp)
+            if completed in grid:
+                _copy_atomic(run_dir / checkpoint, run_dir / f"snapshots/epoch_{completed:04d}.keras")
+            if config.selection == "best_epoch" and (state.best_val_loss is None
+                                                     or _val_loss(row) < state.best_val_loss):
+                _copy_atomic(run_dir / checkpoint, run_dir / BEST_EPOCH_MODEL)
+                state.best_epoch, state.best_val_loss = completed, _val_loss(row)
+            row["checkpoint_seconds"] = round(time.perf_counter() - tick, 4)
+            previous = state.checkpoint
+            state.epochs_completed = completed
+            state.checkpoint = checkpoint
+            state.history = [r for r in state.history if int(r["epoch"]) < completed] + [row]
+            state.seed_states = [s.tolist() for s in seed_generator_states(self.model)]
+            state.save(run_dir)  # the commit point
+            _write_log(run_dir, state.history)
+            if previous and previous != checkpoint:
+                (run_dir / previous).unlink(missing_ok=True)
+
+    callbacks = [EpochRecorder()]
+    kill_at = os.environ.get(KILL_ENV)
+    if kill_at:
+        kill_epoch, kill_batch = (int(part) for part in kill_at.split(":"))
+
+        class KillSwitch(keras.callbacks.Callback):
+            """Test hook: SIGKILL this process after `kill_batch` batches of epoch `kill_epoch`."""
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self._epoch = epoch + 1
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self._epoch == kill_epoch and batch + 1 == kill_batch:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        callbacks.append(KillSwitch())
+    return callbacks
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path
+    selected_epoch: int
+    selected_val_loss: float
+    selected_model: Path
+    epochs_trained: int      # in this call (0 when the run was already complete)
+    resumed_from: int        # epochs completed before this call
+    seconds: float
+
+
+def _reset_run_dir(run_dir: Path) -> None:
+    for name in (STATE_FILE, LOG_FILE, SELECTION_FILE, SELECTED_MODEL, BEST_EPOCH_MODEL):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("checkpoints", "snapshots"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def _remove_stray_temp_files(run_dir: Path) -> None:
+    """Half-written temp files of a process killed during an atomic write (".name.XXXX.ext")."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "snapshots"):
+        if folder.is_dir():
+            for path in folder.glob(".*"):
+                if path.is_file():
+                    path.unlink()
+
+
+def _finalize_selection(config: TrainConfig, run_dir: Path, state: RunState) -> tuple[int, float, Path]:
+    epoch, val_loss = select_epoch(state.history, config.epoch_grid, config.selection)
+    source = (run_dir / f"snapshots/epoch_{epoch:04d}.keras" if config.selection == "grid"
+              else run_dir / BEST_EPOCH_MODEL)
+    _copy_atomic(source, run_dir / SELECTED_MODEL)
+    candidates = {int(r["epoch"]): _val_loss(r) for r in state.history
+                  if config.selection == "best_epoch" or int(r["epoch"]) in set(config.epoch_grid)}
+    atomic.write_json(run_dir / SELECTION_FILE, {
+        "selection": config.selection,
+        "rule": ("smallest validation loss among the epoch-grid snapshots (Tang 2023 s2.3)"
+                 if config.selection == "grid" else
+                 "smallest validation loss over every epoch (departure from Tang 2023, which "
+                 "chooses among the epoch-grid models only)"),
+        "departure_from_paper": config.selection != "grid",
+        "epoch": epoch, "val_loss": val_loss, "model": SELECTED_MODEL,
+        "source": str(source.relative_to(run_dir)),
+        "candidates_val_loss": {str(k): v for k, v in sorted(candidates.items())},
+    })
+    return epoch, val_loss, run_dir / SELECTED_MODEL
+
+
+def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence[str],
+              run_dir: str | Path, *, manifest: str | Path | None = None, force: bool = False,
+              builder: ModelBuilder | None = None, verbose: int = 2,
+              extra_record: Mapping[str, Any] | None = None) -> RunResult:
+    """Train one run to max(epoch_grid), resuming from `run_dir/state.json` when present.
+
+    `train_table` / `val_table`: reproduce.input_pipeline.ImageTable (training images as they
+    are to be seen: the offline-augmented set for --augment offline). Returns the selection.
+    """
+    from reproduce import input_pipeline as pipe
+
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    if len(val_table) == 0:
+        raise InputError(None, f"{config.study} {config.architecture} fold {config.fold}: the "
+                         "validation split is empty, but model selection needs validation loss "
+                         "(make the splits with a val fraction > 0)")
+    num_classes = len(class_names)
+    counts = np.bincount(np.asarray(train_table.labels), minlength=num_classes)
+    weights = None
+    if config.loss == "weighted_ce":
+        weights = [cfg.class_weights(dict(zip(class_names, counts.tolist())))[c] for c in class_names]
+    strategy = make_strategy(config.strategy)
+    replicas = int(strategy.num_replicas_in_sync)
+    per_replica = cfg.per_replica_batch(config.batch_size, replicas)
+    chief, task_id = worker_identity(strategy)
+    write_dir = run_dir if chief else run_dir / f".worker{task_id}"
+
+    if chief:
+        if force:
+            _reset_run_dir(run_dir)
+        write_run_json(run_dir, config.to_dict(), seed=config.seed, manifest=manifest, force=force,
+                       extra={"class_names": list(class_names), "n_train": len(train_table),
+                              "n_val": len(val_table), "train_class_counts": counts.tolist(),
+                              "class_weights": weights, "replicas": replicas,
+                              "global_batch": config.batch_size, "per_replica_batch": per_replica,
+                              **dict(extra_record or {})})
+    state = RunState.load(run_dir)
+    resumed_from = state.epochs_completed
+    if resumed_from >= config.max_epochs:
+        epoch, val_loss, path = _finalize_selection(config, run_dir, state) if chief else (0, 0.0, run_dir)
+        return RunResult(run_dir, epoch, val_loss, path, 0, resumed_from, time.perf_counter() - started)
+
+    with numerics(config):
+        with strategy.scope():
+            model = build_and_compile(config, num_classes, builder)
+            if state.checkpoint:
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(run_dir / state.checkpoint)
+                restore_seed_generator_states(model, state.seed_states or [])
+        height, width, channels = input_shape_for(config)
+        spec = pipe.PipelineSpec(size_wh=(width, height), channels=channels, num_classes=num_classes,
+                                 labels_as_input=config.loss in ("arcface", "cosface"))
+        on_the_fly = config.augment == "on_the_fly"
+        multiplicity = pipe.multiplicity_vector(class_names, config.multiplicity) if on_the_fly else None
+        cached_train = cached_val = None
+        if config.cache == "memory":
+            cached_train = pipe.materialize(train_table, spec)
+            cached_val = pipe.materialize(val_table, spec)
+        train_ds, steps = pipe.train_dataset(
+            train_table, spec, batch_size=config.batch_size, seed=config.seed,
+            start_epoch=resumed_from, end_epoch=config.max_epochs, multiplicity=multiplicity,
+            augment=on_the_fly, sample_weights=weights, cached=cached_train)
+        val_ds = pipe.eval_dataset(val_table, spec, batch_size=config.batch_size,
+                                   sample_weights=weights, cached=cached_val)
+        images_per_epoch = len(pipe.expand_entries(train_table.labels, multiplicity))
+        (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        _remove_stray_temp_files(write_dir)
+        callbacks = _make_callbacks(config, write_dir, state, images_per_epoch)
+        if resumed_from:
+            print(f"resuming {run_dir} after epoch {resumed_from}", file=sys.stderr, flush=True)
+        model.fit(train_ds, steps_per_epoch=steps, initial_epoch=resumed_from,
+                  epochs=config.max_epochs, validation_data=val_ds, callbacks=callbacks,
+                  verbose=verbose, shuffle=False)
+    if not chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+        return RunResult(run_dir, 0, 0.0, run_dir, config.max_epochs - resumed_from, resumed_from,
+                         time.perf_counter() - started)
+    epoch, val_loss, path = _finalize_selection(config, run_dir, state)
+    return RunResult(run_dir, epoch, val_loss, path, config.max_epochs - resumed_from, resumed_from,
+                     time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------- data for a study
+
+
+def load_manifest(path: str | Path, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """The checked manifest with an `abs_path` column (data_prep.manifest.load_manifest)."""
+    from data_prep.manifest import load_manifest as load
+
+    return load(path, labels=labels)
+
+
+def class_names_for(study: str, manifest: pd.DataFrame, source: str) -> tuple[str, ...]:
+    names = cfg.STUDIES[study].labels or tuple(sorted(manifest["label"].astype(str).unique()))
+    unknown = sorted(set(manifest["label"].astype(str)) - set(names))
+    if unknown:
+        row = int(np.flatnonzero(manifest["label"].astype(str).isin(unknown).to_numpy())[0]) + 1
+        raise InputError(source, f"label '{unknown[0]}' is not one of {', '.join(names)}",
+                         row=row, column="label")
+    return tuple(names)
+
+
+def fold_tables(manifest: pd.DataFrame, splits: pd.DataFrame, class_names: Sequence[str], source: str):
+    """{fold: (train ImageTable, val ImageTable)} joining splits to the manifest on image_path."""
+    from data_prep.splits import iter_folds
+    from reproduce.input_pipeline import ImageTable
+
+    by_path = manifest.set_index(manifest["image_path"].astype(str))
+    tables = {}
+    for fold in iter_folds(splits):
+        parts = []
+        for part in (fold.train, fold.val):
+            missing = sorted(set(part["image_path"].astype(str)) - set(by_path.index))
+            if missing:
+                raise InputError(source, f"image '{missing[0]}' is not in the manifest", column="image_path")
+            parts.append(ImageTable.from_frame(by_path.loc[part["image_path"].astype(str)], class_names))
+        tables[fold.fold] = tuple(parts)
+    return tables
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def build_parser(study: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m reproduce {study or '<study>'} train",
+        description="Train the study's architectures over the epoch grid (one pass, snapshots at "
+                    "each grid epoch), select by validation loss, resume killed runs.")
+    parser.add_argument("--study", choices=sorted(cfg.STUDIES), default=study or "pgds",
+                        help="study key (set by `python -m reproduce <study> train`)")
+    parser.add_argument("--profile", choices=cfg.PROFILE_NAMES, default="default",
+                        help="ci: tiny, for tests; default: laptop CPU; paper: Tang 2023 settings")
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="manifest CSV (image_path, case_id, label, ...); default: the "
+                             "study's phantom for the profile, generated under --out")
+    parser.add_argument("--splits", type=Path, default=None,
+                        help="splits CSV (image_path, case_id, split[, fold]); default: a "
+                             "case-level 70/10/20 train/val/test split of the manifest (seed)")
+    parser.add_argument("--architectures", default=None,
+                        help="comma-separated models.registry names; default: the study's")
+    parser.add_argument("--folds", default=None,
+                        help="comma-separated fold numbers to train; default: every fold")
+    parser.add_argument("--out", type=Path, default=Path(cfg.RUNS_DIR),
+                        help="folder for models, checkpoints and logs (git-ignored runs/)")
+    parser.add_argument("--epochs", default=None,
+                        help="epoch grid, e.g. 25,50,100,150,200 (default: the profile's)")
+    parser.add_argument("--selection", choices=cfg.SELECTIONS, default="grid",
+                        help="grid: smallest val loss among grid snapshots (the paper); "
+                             "best_epoch: over all epochs (a departure from the paper)")
+    parser.add_argument("--loss", choices=cfg.LOSSES, default=None,
+                        help="default: the study's (pgds: bce)")
+    parser.add_argument("--augment", choices=cfg.AUGMENT_MODES, default=None,
+                        help="none; offline (augmented copies written to disk first, as the "
+                             "paper); on_the_fly (same multiplicity, redrawn each epoch)")
+    parser.add_argument("--cache", choices=cfg.CACHE_MODES, default="none",
+                        help="memory: decode every image once and hold them in RAM")
+    parser.add_argument("--batch-size", type=int, default=None, help="GLOBAL batch size")
+    parser.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate")
+    parser.add_argument("--l2", type=float, default=None, help="L2 weight decay on convolutions")
+    parser.add_argument("--width", type=int, default=None,
+                        help="model base width (small for quick runs); default: the profile's")
+    parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra models.registry.build option, repeatable "
+                             "(e.g. dropout=0.3, blocks=1,1,1,1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of splits, init, order, augmentation")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="mixed_float16 policy (GPU); loss scaling is automatic")
+    parser.add_argument("--xla", action="store_true", help="compile the train step with XLA")
+    parser.add_argument("--strategy", choices=cfg.STRATEGIES, default="none",
+                        help="tf.distribute: mirrored (GPUs of one host), multiworker (TF_CONFIG)")
+    parser.add_argument("--shard", default="0/1",
+                        help="i/n: run only shard i (0-based) of n of the run grid")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
+                        help="Keras progress: 0 silent, 1 bar, 2 one line per epoch")
+    parser.add_argument("--force", action="store_true",
+                        help="start runs again from scratch, even with another config")
+    return parser
+
+
+def _phantom_manifest(study: str, profile: str, out: Path, seed: int) -> Path:
+    """The study's phantom for the profile under out/phantom/ (generated once, then reused)."""
+    from data_prep import phantom
+
+    folder = out / "phantom" / f"{study}_{profile}_seed{seed}"
+    if (folder / "manifest.csv").is_file():
+        return folder / "manifest.csv"
+    print(f"generating the {study} phantom ({profile} profile) in {folder}", file=sys.stderr, flush=True)
+    return Path(phantom.generate_phantom(study, profile, folder, seed=seed))
+
+
+def offline_training_table(manifest: pd.DataFrame, manifest_path: Path, fold_split: pd.DataFrame,
+                           config: TrainConfig, class_names: Sequence[str], out: Path):
+    """The training images plus their augmented copies on disk (data_prep.augment, the paper's
+    offline 2x/6x scheme), written once per (manifest, training images, multiplicity, seed)."""
+    import hashlib
+
+    from data_prep import augment
+    from data_prep.splits import load_splits
+    from reproduce.input_pipeline import ImageTable
+
+    train_paths = sorted(fold_split.loc[fold_split["split"] == "train", "image_path"].astype(str))
+    key = hashlib.sha256(json.dumps([Path(manifest_path).read_bytes().hex(), train_paths,
+                                     dict(config.multiplicity or {}), config.seed]).encode()).hexdigest()[:16]
+    folder = out / config.study / "augmented" / key
+    if not (folder / "manifest.csv").is_file():
+        print(f"writing offline augmentation to {folder}", file=sys.stderr, flush=True)
+        augment.augment_training_split(manifest, fold_split.drop(columns=["fold"], errors="ignore"),
+                                       folder, multiplicity=dict(config.multiplicity), seed=config.seed,
+                                       manifest_path=manifest_path, force=True)
+    augmented = load_manifest(folder / "manifest.csv")
+    splits = load_splits(folder / "splits.csv")
+    train_rows = augmented[augmented["image_path"].isin(splits.loc[splits["split"] == "train", "image_path"])]
+    return ImageTable.from_frame(train_rows, class_names)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    study = argv[argv.index("--study") + 1] if "--study" in argv[:-1] else None
+    args = build_parser(study).parse_args(argv)
+    try:
+        return _main(args)
+    except InputError as err:
+        print(f"error: {err.one_line()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _main(args: argparse.Namespace) -> int:
+    from data_prep.splits import case_level_split, load_splits
+
+    shard_index, shard_count = cfg.parse_shard(args.shard)
+    model_options = cfg.parse_model_options(args.model_option)
+    grid = cfg.parse_epoch_grid(args.epochs) if args.epochs else None
+    study = cfg.STUDIES[args.study]
+    architectures = tuple(a.strip() for a in args.architectures.split(",")) if args.architectures \
+        else study.architectures
+    manifest_path = args.manifest or _phantom_manifest(args.study, args.profile, args.out, args.seed)
+    manifest = load_manifest(manifest_path, labels=study.labels)
+    class_names = class_names_for(args.study, manifest, str(manifest_path))
+    if args.splits:
+        splits, splits_source = load_splits(args.splits), str(args.splits)
+    else:
+        splits = case_level_split(manifest, test_size=0.2, val_size=0.1, seed=args.seed)
+        splits_source = str(args.out / args.study / args.profile / "splits.csv")
+        atomic.write_csv(splits_source, splits)
+    tables = fold_tables(manifest, splits, class_names, splits_source)
+    folds = sorted(tables) if args.folds is None else [int(f) for f in args.folds.split(",")]
+    for fold in folds:
+        if fold not in tables:
+            raise InputError(splits_source, f"fold {fold} is not in the splits (has {sorted(tables)})",
+                             column="fold")
+    from models.registry import MODEL_NAMES
+
+    unknown = [a for a in architectures if a not in MODEL_NAMES]
+    if unknown:
+        raise InputError(None, f"unknown architecture(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(MODEL_NAMES)}")
+    make_strategy(args.strategy)  # before any other TF work (MultiWorker requires it)
+    runs = run_grid(args.study, architectures, folds)
+    mine = shard_runs(runs, shard_index, shard_count)
+    print(f"{len(runs)} run(s) in the grid; shard {shard_index}/{shard_count} trains {len(mine)}",
+          file=sys.stderr, flush=True)
+    for position, run in enumerate(mine, start=1):
+        config = cfg.make_config(
+            run.study, run.architecture, args.profile, fold=run.fold, epoch_grid=grid,
+            selection=args.selection, loss=args.loss, augment=args.augment, cache=args.cache,
+            batch_size=args.batch_size, learning_rate=args.learning_rate, l2=args.l2,
+            width=args.width, seed=args.seed, mixed_precision=args.mixed_precision,
+            xla=args.xla, strategy=args.strategy, model_options=model_options)
+        print(f"[{position}/{len(mine)}] {run.describe()}", file=sys.stderr, flush=True)
+        run_dir = run_dir_for(args.out, run.study, args.profile, run.architecture, run.fold)
+        train_table, val_table = tables[run.fold]
+        if config.augment == "offline":
+            fold_split = splits if "fold" not in splits.columns else splits[splits["fold"] == run.fold]
+            train_table = offline_training_table(manifest, Path(manifest_path), fold_split, config,
+                                                 class_names, args.out)
+        result = train_run(config, train_table, val_table, class_names, run_dir,
+                           manifest=manifest_path, force=args.force, verbose=args.verbose)
+        print(f"[{position}/{len(mine)}] {run.describe()}: selected epoch {result.selected_epoch} "
+              f"(val_loss {result.selected_val_loss:.4f}) -> {result.selected_model} "
+              f"[{result.seconds:.1f} s]", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
