@@ -23,13 +23,38 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("pgds", "train"): Target("reproduce.train", ("--study", "pgds"),
                               "train Pgds-ResNet, ResNet-34, VGG-16, VGG-19 over the epoch grid "
                               "(Tang 2023 s2.3), select by validation loss, resume"),
+    ("pgds", "table1"): Target("reproduce.pgds.table1", (), "Tang 2023 Table 1: four architectures, "
+                               "AUROC/sensitivity/specificity with CIs, F1, ANOVA vs gold standard"),
+    ("pgds", "table2"): Target("reproduce.pgds.table2", (), "Tang 2023 Table 2: Pgds-ResNet per "
+                               "subtype (T13, T18, T21, rare) at the training-set threshold"),
+    ("pgds", "table3"): Target("reproduce.pgds.table3", (), "Tang 2023 Table 3: Pgds-ResNet vs "
+                               "junior/attending/senior readers, McNemar and kappa"),
+    ("pgds", "figure3"): Target("reproduce.pgds.figure3", (), "Tang 2023 Figure 3: ROC curves, "
+                                "confusion matrices, model vs readers"),
+    ("pgds", "figure4"): Target("reproduce.pgds.figure4", (), "Tang 2023 Figure 4: Grad-CAM per "
+                                "subtype, plus gradcam_localisation.csv against truth masks"),
+    ("pgds", "figures1"): Target("reproduce.pgds.figures1", (), "Figure S1: gestational weeks by "
+                                 "class (violin)"),
+    ("pgds", "figures2"): Target("reproduce.pgds.figures2", (), "Figure S2: the augmentations"),
+    ("pgds", "predict"): Target("reproduce.pgds.predict", (), "probability, call and Grad-CAM "
+                                "overlay for each frame of a folder (--images DIR --weights W.keras)"),
+    ("pgds", "all"): Target("reproduce.pgds.all", (), "train once, then every table and figure"),
+}
+
+# Jobs that are not one study's target: `python -m reproduce all` (what ./run_all.sh runs) and
+# `python -m reproduce compare DIR_A DIR_B`.
+JOBS: dict[str, Target] = {
+    "all": Target("reproduce.pgds.all", (), "every study's tables and figures (today: pgds)"),
+    "compare": Target("reproduce.compare", (), "compare two results folders metric by metric; "
+                      "exit 1 where a difference exceeds its tolerance"),
 }
 
 
 def _listing() -> str:
     width = max(len(f"{s} {t}") for s, t in TARGETS)
     lines = [f"  {f'{s} {t}':<{width}}  {target.help}" for (s, t), target in sorted(TARGETS.items())]
-    return "targets (study target):\n" + "\n".join(lines)
+    jobs = [f"  {name:<{width}}  {job.help}" for name, job in JOBS.items()]
+    return ("targets (study target):\n" + "\n".join(lines) + "\n\njobs:\n" + "\n".join(jobs))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in JOBS:
+        job = JOBS[argv[0]]
+        return int(importlib.import_module(job.module).main([*job.fixed_args, *argv[1:]]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     key = (args.study, args.target)

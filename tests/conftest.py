@@ -43,3 +43,21 @@ def hc18_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def pgds_ci_context(tmp_path_factory):
+    """The Pgds study at the `ci` profile, prepared and its four models trained ONCE per test
+    session (a few minutes on 2 cores), shared by the pgds pipeline, table, predict and figure
+    tests. runs/ and results/ live under a session temp folder. Set PGDS_CI_RUNS=/some/folder
+    to keep the trained models between sessions (development only)."""
+    from reproduce.pgds import pipeline
+
+    base = tmp_path_factory.mktemp("pgds_ci")
+    runs = Path(os.environ["PGDS_CI_RUNS"]) if os.environ.get("PGDS_CI_RUNS") else base / "runs"
+    ctx = pipeline.StudyContext(profile="ci", seed=0, runs_dir=runs,
+                                results_dir=base / "results" / "pgds")
+    for arch in pipeline.ARCHITECTURES:
+        pipeline.predictions(ctx, arch)
+        pipeline.operating_threshold(ctx, arch)
+    return ctx
