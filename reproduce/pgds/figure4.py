@@ -278,7 +278,7 @@ def _heatmaps(model, inputs: np.ndarray, classes, layer: str, method: str) -> np
     try:
         return gradcam.heatmaps(model, inputs, classes, layer=layer, method=method)
     except ValueError as err:
-        raise InputError(None, f"--layer {layer!r}: {err}") from None
+        raise InputError(None, f"Grad-CAM at layer {layer!r}: {err}") from None
 
 
 def _check_layer(model, layer: str) -> tuple[int, int]:
