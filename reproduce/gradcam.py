@@ -7,8 +7,18 @@ fetal profile and reads where the network looks (nasal bone, jaw, forehead). Thi
   tf-keras-vis's `Gradcam` / `GradcamPlusPlus` on a clone of the model whose softmax is made
   linear (`ReplaceToLinear`: gradients of the class logit, not of the saturating softmax), at
   the named layer exactly (no search for another conv layer), and returns one map per image,
-  upsampled (bilinear, as tf-keras-vis does) to the input size and min-max normalised to
-  [0, 1] per image. A map that is zero everywhere (no positive evidence) stays all zero.
+  upsampled to the input size (`upsample_to_input`) and min-max normalised to [0, 1] per
+  image. A map that is zero everywhere (no positive evidence) stays all zero.
+  Upsampling is ours, not tf-keras-vis's: tf-keras-vis expands the map with scipy's `zoom`,
+  which pins the first and last cells to the image corners, so on a 4x5 map of a 128x140
+  input every interior cell is drawn up to 18 px (half a cell) away from the input window it
+  was computed from, outward. `upsample_to_input` puts each cell's value at the centre of its
+  stride window, (i + 0.5) * s - 0.5 for the network stride s (a power of two with
+  ceil(input / s) == map size, as 'same'-padded stride-2 stages give), bilinear in between
+  and mirrored about the outermost centres (so a border cell's peak stays at its centre
+  instead of spreading to the image edge, where the pointing game's first-maximum rule would
+  find it); between the outermost centres this is exactly cv2.resize INTER_LINEAR when
+  input / map is an integer.
   The paper's colour bar shows raw values (-10 to 15); ours are normalised, so only the
   pattern, not the scale, is comparable.
 - `overlay` and `save_overlay_figure`: the map in the jet colour map over the grey frame, and a
@@ -94,14 +104,53 @@ def heatmaps(model, images: np.ndarray, class_index: int | Sequence[int] = 1, *,
     maps = np.zeros(images.shape[:3], dtype=np.float32)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        cam = visualiser(CategoricalScore(indices[start:stop].tolist()), images[start:stop],
-                         penultimate_layer=layer, seek_penultimate_conv_layer=False)
-        maps[start:stop] = np.asarray(cam, dtype=np.float32).reshape(stop - start,
-                                                                    *images.shape[1:3])
+        # The raw (h, w) map; expanding and normalising are done here (see module docstring).
+        cams = visualiser(CategoricalScore(indices[start:stop].tolist()), images[start:stop],
+                          penultimate_layer=layer, seek_penultimate_conv_layer=False,
+                          expand_cam=False, normalize_cam=False)
+        cams = np.asarray(cams, dtype=np.float64).reshape(stop - start, *out_shape[1:3])
+        for offset, cam in enumerate(cams):
+            maps[start + offset] = _unit_range(upsample_to_input(cam, images.shape[1:3]))
         if progress:
             print(f"grad-cam ({method}, {layer}): {stop}/{n}", file=sys.stderr, flush=True)
-    # tf-keras-vis normalises with an epsilon, so the max is 1 - 1e-7 at most; clip float noise
-    return np.clip(np.nan_to_num(maps, nan=0.0), 0.0, 1.0)
+    return maps
+
+
+def _unit_range(heat: np.ndarray) -> np.ndarray:
+    """Per-map min-max to [0, 1]; a flat map (no positive evidence anywhere) becomes zeros."""
+    heat = np.nan_to_num(np.asarray(heat, dtype=np.float64), nan=0.0)
+    low, high = float(heat.min()), float(heat.max())
+    if high <= low:
+        return np.zeros(heat.shape, dtype=np.float32)
+    return ((heat - low) / (high - low)).astype(np.float32)
+
+
+def feature_stride(input_size: int, map_size: int) -> float:
+    """Input pixels per feature cell along one axis: the power of two s with
+    ceil(input_size / s) == map_size (a stack of 'same'-padded stride-2 stages: ResNet, VGG),
+    else input_size / map_size."""
+    if input_size < 1 or map_size < 1:
+        raise ValueError(f"sizes must be positive, got input {input_size}, map {map_size}")
+    for power in range(11):
+        if -(-input_size // 2 ** power) == map_size:
+            return float(2 ** power)
+    return input_size / map_size
+
+
+def upsample_to_input(cam: np.ndarray, input_hw: Sequence[int]) -> np.ndarray:
+    """A (h, w) feature-level map -> (H, W): each cell's value at the centre of the input
+    window it strides over ((i + 0.5) * s - 0.5, s = `feature_stride`), bilinear between
+    centres, mirrored about the outermost ones (scipy map_coordinates, order 1, 'mirror')."""
+    cam = np.asarray(cam, dtype=np.float64)
+    if cam.ndim != 2:
+        raise ValueError(f"cam must be (h, w), got shape {cam.shape}")
+    height, width = (int(v) for v in input_hw)
+    stride_y = feature_stride(height, cam.shape[0])
+    stride_x = feature_stride(width, cam.shape[1])
+    rows = (np.arange(height) + 0.5) / stride_y - 0.5
+    cols = (np.arange(width) + 0.5) / stride_x - 0.5
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    return ndimage.map_coordinates(cam, grid, order=1, mode="mirror")
 
 
 # --------------------------------------------------------------------------------------------

@@ -213,6 +213,43 @@ def test_pointing_tolerance_scales_with_the_short_side(hw, expected):
     assert gradcam.pointing_tolerance_px(hw) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("input_size, map_size, expected", [
+    (128, 4, 32.0), (140, 5, 32.0), (400, 13, 32.0), (440, 14, 32.0), (48, 12, 4.0),
+    (48, 48, 1.0), (100, 3, 100 / 3),
+])
+def test_feature_stride(input_size, map_size, expected):
+    assert gradcam.feature_stride(input_size, map_size) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("cam_hw, input_hw", [((4, 5), (128, 160)), ((6, 6), (48, 48)),
+                                              ((3, 7), (24, 56))])
+def test_upsampling_equals_cv2_linear_when_the_ratio_is_whole(cam_hw, input_hw):
+    import cv2
+
+    cam = np.random.default_rng(0).uniform(size=cam_hw)
+    expected = cv2.resize(cam.astype(np.float32), input_hw[::-1], interpolation=cv2.INTER_LINEAR)
+    heat = gradcam.upsample_to_input(cam, input_hw)
+    # between the outermost cell centres (beyond them cv2 replicates, we mirror)
+    half_y, half_x = (input_hw[0] // cam_hw[0]) // 2, (input_hw[1] // cam_hw[1]) // 2
+    inner = (slice(half_y, input_hw[0] - half_y), slice(half_x, input_hw[1] - half_x))
+    np.testing.assert_allclose(heat[inner], expected[inner], atol=1e-5)
+    assert heat.shape == tuple(input_hw)
+
+
+@pytest.mark.parametrize("cell, peak_col", [(0, (15, 16)), (1, (47, 48)), (3, (111, 112)),
+                                            (4, (139, 139))])
+# cell 4's centre (143.5) lies past the 140-px edge: the map rises to the last column
+def test_a_cell_peaks_at_the_centre_of_its_stride_window(cell, peak_col):
+    """140-px input, 5 cells of stride 32 (the last window runs past the edge): cell i sits at
+    32 i + 15.5, not where corner-aligned zoom puts it (i * 139 / 4), nor at the image edge."""
+    cam = np.zeros((4, 5))
+    cam[1, cell] = 1.0
+    heat = gradcam.upsample_to_input(cam, (128, 140))
+    row, col = np.unravel_index(np.argmax(heat), heat.shape)
+    assert row in (47, 48) and peak_col[0] <= col <= peak_col[1]
+    assert heat[row, col] == pytest.approx(heat.max())
+
+
 def test_localisation_table_uses_scaled_tolerance_and_ids():
     heats = [_blob_at(50, 69), _blob_at(50, 89)]
     table = gradcam.localisation_table(heats, [MASK, MASK], image_ids=["a", "b"])
