@@ -34,12 +34,16 @@ HEAD_LAYERS = ("logits",)  # the layers whose shape depends on num_classes
 
 
 def gradcam_layer_name(depth: int = 18, *, preactivation: bool = False,
-                       blocks: Sequence[int] | None = None) -> str:
-    """Name of the last conv block's output activation (the layer Grad-CAM should read)."""
-    if preactivation:
-        return "post_relu"
+                       blocks: Sequence[int] | None = None, stage: int = 4) -> str:
+    """Name of the activated output of `stage` (1-4; 4, the last conv block's output, is the
+    layer Grad-CAM reads by default). Pre-activation: stage 4's is post_relu, an earlier
+    stage's is the BN-ReLU that opens the next stage (`stage{s+1}_block1_preact_relu`)."""
     stage_blocks = tuple(blocks) if blocks is not None else BLOCKS[depth]
-    return f"stage4_block{stage_blocks[-1]}_out"
+    if not 1 <= stage <= len(stage_blocks):
+        raise ValueError(f"stage must lie in 1..{len(stage_blocks)}, got {stage}")
+    if preactivation:
+        return "post_relu" if stage == len(stage_blocks) else f"stage{stage + 1}_block1_preact_relu"
+    return f"stage{stage}_block{stage_blocks[stage - 1]}_out"
 
 
 def _conv(filters: int, kernel: int, stride: int, *, padding: str, use_bias: bool, regularizer,

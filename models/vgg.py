@@ -23,8 +23,11 @@ CONVS_PER_BLOCK = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 HEAD_LAYERS = ("logits",)
 
 
-def gradcam_layer_name(depth: int = 16) -> str:
-    return f"block5_conv{CONVS_PER_BLOCK[depth][-1]}_relu"
+def gradcam_layer_name(depth: int = 16, stage: int = 5) -> str:
+    """The last ReLU of conv block `stage` (1-5; 5, the last conv layer, is the default)."""
+    if not 1 <= stage <= 5:
+        raise ValueError(f"stage must lie in 1..5, got {stage}")
+    return f"block{stage}_conv{CONVS_PER_BLOCK[depth][stage - 1]}_relu"
 
 
 def build_vgg(input_shape: tuple[int, int, int], num_classes: int, *, depth: int = 16,

@@ -138,6 +138,27 @@ def test_gradcam_layer_names(name, options, expected):
     assert gradcam_layer(name, **options) == expected
 
 
+@pytest.mark.parametrize("name, options, expected_hw", [
+    # (name, options, feature map at 128x140 input of the layer one stage before the last)
+    ("pgds_resnet", {"width": 4}, (8, 9)),
+    ("resnet34", {"width": 4}, (8, 9)),
+    ("resnet18", {"width": 4, "preactivation": True}, (8, 9)),
+    ("vgg16", {"width": 4}, (16, 17)),
+    ("vgg19", {"width": 4}, (16, 17)),
+])
+def test_gradcam_layer_one_stage_before_the_last_exists_and_is_twice_as_fine(name, options, expected_hw):
+    model = build(name, (128, 140, 1), 2, **options)
+    last = model.get_layer(gradcam_layer(name, **options)).output.shape
+    earlier = model.get_layer(gradcam_layer(name, stages_before_last=1, **options)).output.shape
+    assert tuple(earlier[1:3]) == expected_hw
+    assert earlier[1] == 2 * last[1]
+
+
+def test_gradcam_layer_stages_before_last_is_refused_where_undefined():
+    with pytest.raises(ValueError, match="stages_before_last"):
+        gradcam_layer("iresnet100", stages_before_last=1)
+
+
 # ---------------------------------------------------------------- shapes and graph structure
 
 CHOSEN_NAMES_LIKE_AUTO_NAMES = {"flatten", "dropout"}  # named so on purpose (VGG-Face, insightface)

@@ -425,7 +425,7 @@ def _args(ctx) -> list[str]:
 @pytest.mark.parametrize("module, extra, png", [
     (figure3, [], "figure3.png"),
     (figure4, [], "figure4.png"),
-    (figure4, ["--method", "gradcam++", "--layer", "stage3_block2_add"], "figure4.png"),
+    (figure4, ["--method", "gradcam++", "--layer", "post_relu"], "figure4.png"),
     (figures1, [], "figures1.png"),
     (figures2, [], "figures2.png"),
 ])
@@ -441,7 +441,9 @@ def test_figure_mains_write_small_pngs(pgds_ci_context, module, extra, png):
         assert list(table.columns) == list(figure4.BASE_COLUMNS + figure4.SCORE_COLUMNS
                                            + figure4.TAIL_COLUMNS)
         assert len(table) > 0 and set(table["subtype"]) <= {"T13", "T18", "T21", "rare"}
-        layer = extra[extra.index("--layer") + 1] if "--layer" in extra else "post_relu"
+        # default on ci: one stage before the last conv block (pipeline.gradcam_layer)
+        layer = (extra[extra.index("--layer") + 1] if "--layer" in extra
+                 else "stage4_block1_preact_relu")
         assert set(table["layer"]) == {layer}
         assert table["energy_inside"].between(0, 1).all()
         markdown = (Path(ctx.results_dir) / "gradcam_localisation.md").read_text()

@@ -78,19 +78,29 @@ def test_prepared_data_is_split_by_case_and_audited(pgds_ci_context):
 
 
 def test_training_frames_are_the_deidentified_copy(pgds_ci_context):
-    """The burned-in fake PHI of the raw phantom is blanked in what the models see."""
+    """The burned-in fake PHI of the raw phantom is blanked in what the models see, and the
+    frames are cropped to the scan sector with their truth masks (Tang 2023 s2.2)."""
+    from data_prep.deidentify import REPORT_CSV
     from data_prep.io import read_grayscale
 
     manifest, _ = pipeline.prepared_data(pgds_ci_context)
     assert pipeline.manifest_path(pgds_ci_context).parent.name == "deidentified"
     raw_root = pipeline.data_dir(pgds_ci_context) / "phantom_raw"
+    deid_root = pipeline.manifest_path(pgds_ci_context).parent
+    report = pd.read_csv(deid_root / REPORT_CSV).set_index("image_path")
     checked = 0
     for row in manifest.head(6).itertuples():
         phi = read_grayscale(raw_root / row.phi_mask_path) > 0
         raw = read_grayscale(raw_root / row.image_path)
         clean = read_grayscale(row.abs_path)
-        assert raw[phi].max() > 0            # the raw frame carries the fake PHI ...
-        assert clean[phi].max() == 0         # ... the de-identified one does not
+        x0, y0, x1, y1 = (int(report.loc[row.image_path, key])
+                          for key in ("sector_x0", "sector_y0", "sector_x1", "sector_y1"))
+        assert raw[phi].max() > 0                  # the raw frame carries the fake PHI ...
+        assert clean.shape == (y1 - y0, x1 - x0) and clean.shape < raw.shape   # ... cropped
+        assert clean[phi[y0:y1, x0:x1]].max(initial=0) == 0   # ... and blanked
+        mask = read_grayscale(deid_root / row.mask_path) if row.mask_path else None
+        if mask is not None:
+            assert mask.shape == clean.shape
         checked += 1
     assert checked == 6
 

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data_prep import deidentify
+from data_prep.io import read_grayscale
 from reproduce.pgds import pipeline, predict
 
 
@@ -94,9 +96,30 @@ def test_weights_only_file_with_its_run_json(pgds_sample_dir, weights, tmp_path)
                          str(tmp_path / "out")]) == 0
     table = pd.read_csv(tmp_path / "out" / "predictions.csv", keep_default_na=False)
     full = pipeline.load_keras_model(weights)
-    expected = full.predict(pipeline.inputs_for_shape([frame], full.input_shape[1:]), verbose=0)[0, 1]
+    prepared = predict.model_input(read_grayscale(frame), full.input_shape[1:])  # sector-cropped
+    expected = full.predict(prepared[None], verbose=0)[0, 1]
     assert float(table["probability"].iloc[0]) == pytest.approx(float(expected), rel=1e-4, abs=1e-7)
     assert table["threshold_source"].iloc[0].startswith("default 0.5")
+
+
+@pytest.mark.shared_data
+def test_model_input_is_the_training_pipeline_on_the_sector_crop(pgds_sample_dir):
+    """Uncropped, predict's in-memory input equals the tf.data pipeline's from the file; by
+    default it is the same resize of the frame cropped to its scan sector."""
+    frame = sorted(pgds_sample_dir.rglob("*.jpg"))[0]
+    shape = (64, 70, 1)
+    gray = read_grayscale(frame)
+    np.testing.assert_allclose(predict.model_input(gray, shape, sector_crop=False),
+                               pipeline.inputs_for_shape([frame], shape)[0], atol=1e-6)
+    # the sample frames are already cropped to the sector; in a black border they are cut out
+    framed = np.pad(gray, ((30, 10), (25, 40)))
+    cropped = deidentify.crop_to_sector(framed)
+    # the 40 / 65 px of border are cut (within the sector finder's few-pixel hull margin)
+    assert framed.shape[0] - cropped.shape[0] >= 35 and framed.shape[1] - cropped.shape[1] >= 58
+    np.testing.assert_allclose(predict.model_input(framed, shape),
+                               predict.model_input(cropped, shape, sector_crop=False), atol=1e-6)
+    assert not np.allclose(predict.model_input(framed, shape),
+                           predict.model_input(framed, shape, sector_crop=False), atol=0.05)
 
 
 def _weights_only(weights: Path, folder: Path) -> Path:
@@ -157,7 +180,12 @@ def test_gradcam_layer_choice(weights):
 
     loaded = predict.load_weights(weights)
     assert loaded.architecture == "pgds_resnet"
-    assert predict.gradcam_layer_for(loaded, None) == ("post_relu", "registry (pgds_resnet)")
+    # the layer figure4 reads for the run's profile (ci: one stage before the last)
+    assert predict.gradcam_layer_for(loaded, None) == (
+        "stage4_block1_preact_relu", "figure4's for pgds_resnet on the ci profile")
+    without_profile = predict.LoadedModel(loaded.model, loaded.architecture,
+                                          {**loaded.run_config, "profile": None}, loaded.input_shape)
+    assert predict.gradcam_layer_for(without_profile, None) == ("post_relu", "registry (pgds_resnet)")
     # a generic model: the last 4-D convolution-like layer, never a pooling layer
     inputs = keras.Input((16, 16, 1))
     x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)

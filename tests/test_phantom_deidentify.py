@@ -76,3 +76,54 @@ def test_no_fake_phi_string_in_any_output_file(deidentified):
         data = path.read_bytes()
         leaked = sorted(s for s in strings if s.encode() in data)
         assert not leaked, f"{path.name} contains fake PHI: {leaked[:3]}"
+
+
+@pytest.fixture(scope="module")
+def cropped(tmp_path_factory, deidentified):
+    raw, _ = deidentified
+    out = tmp_path_factory.mktemp("phantom_crop") / "deid"
+    report = deidentify.deidentify_folder(None, out, manifest=raw / "manifest.csv", crop=True,
+                                          progress_every=10_000)
+    return raw, out, report
+
+
+def test_crop_keeps_the_sector_and_its_masks_aligned(cropped):
+    """--crop: each frame is its blanked self cut to the sector's box, its truth and PHI masks
+    are cut with the same box, and crop_to_sector (what predict does in memory) agrees."""
+    raw, out, report = cropped
+    rows = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False)
+    by_image = report.set_index("image_path")
+    assert report["cropped"].all()
+    for row in rows.itertuples():
+        box = by_image.loc[row.image_path, ["sector_x0", "sector_y0", "sector_x1", "sector_y1"]]
+        x0, y0, x1, y1 = (int(v) for v in box)
+        before = read_grayscale(raw / row.image_path)
+        after = read_grayscale(out / row.image_path)
+        assert after.shape == (y1 - y0, x1 - x0) and after.shape < before.shape
+        np.testing.assert_array_equal(after, deidentify.crop_to_sector(before))
+        for column in ("mask_path", "phi_mask_path"):
+            path = getattr(row, column)
+            if path:
+                mask = read_grayscale(out / path)
+                np.testing.assert_array_equal(mask, read_grayscale(raw / path)[y0:y1, x0:x1])
+        if row.mask_path:  # the truth mask (abnormal structure) lies inside the sector
+            assert read_grayscale(out / row.mask_path).sum() == read_grayscale(raw / row.mask_path).sum()
+
+
+def test_crop_refuses_a_mask_of_another_size(tmp_path, deidentified):
+    import cv2
+
+    raw, _ = deidentified
+    rows = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False)
+    source = tmp_path / "raw"
+    (source / "images").mkdir(parents=True)
+    (source / "masks").mkdir()
+    row = rows.iloc[0]
+    (source / row.image_path).write_bytes((raw / row.image_path).read_bytes())
+    cv2.imwrite(str(source / row.mask_path), np.zeros((10, 12), np.uint8))
+    rows.iloc[:1][["image_path", "case_id", "label", "mask_path"]].to_csv(
+        source / "manifest.csv", index=False)
+    with pytest.raises(deidentify.InputError, match="mask is 12x10 but its image is"):
+        deidentify.deidentify_folder(None, tmp_path / "out", manifest=source / "manifest.csv",
+                                     crop=True, progress_every=0)
+    assert not (tmp_path / "out").exists()

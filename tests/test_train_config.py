@@ -12,7 +12,7 @@ from reproduce.train import RunSpec, run_grid, select_epoch, shard_runs
 
 @pytest.mark.parametrize("profile, size_wh, grid, batch, lr", [
     ("ci", (70, 64), (1, 2), 8, 1e-3),
-    ("default", (140, 128), (5, 10, 15, 20), 32, 1e-4),
+    ("default", (140, 128), (10, 20, 30), 32, 1e-3),
     ("paper", None, (25, 50, 100, 150, 200), 32, 1e-4),  # None: the architecture's paper input
 ])
 def test_profiles(profile, size_wh, grid, batch, lr):

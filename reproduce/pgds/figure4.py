@@ -23,10 +23,12 @@ Writes, in the results folder:
 
 Masks are resized to the model input by nearest neighbour with half-pixel centres
 (`cv2.INTER_NEAREST_EXACT`), the geometry of the bilinear resize that makes the model input
-(the whole frame resized, no crop), so map and mask line up pixel for pixel. The layer is the
-registry's Grad-CAM layer (`models.registry.gradcam_layer`, the last convolution block's
-output) unless `--layer` names another; `--list-layers` prints the candidates. A last-block
-map of ResNet-18 at 128x140 input is a 4x5 grid; an earlier layer gives a sharper map, and the
+(the whole de-identified frame, already cropped to the scan sector with its masks, resized),
+so map and mask line up pixel for pixel. The layer is `pipeline.gradcam_layer(profile, arch)`
+unless `--layer` names another (`--list-layers` prints the candidates): the last conv block's
+output on the paper profile, as the paper; one stage earlier on ci/default, whose inputs are a
+third of the paper's, so that the map keeps about the paper's cells per face (8x9 at 128x140;
+the last block's would be 4x5, coarser than the facial structures it is scored against). The
 layer used is written in the figure's title and in every CSV row (DESIGN.md, "Scoring
 heat-maps").
 """
@@ -71,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=gradcam.METHODS, default="gradcam",
                         help="Grad-CAM (the paper's) or Grad-CAM++ (default: gradcam)")
     parser.add_argument("--layer", default=None,
-                        help="layer whose activations are weighted (default: the registry's "
-                             "Grad-CAM layer, the last conv block's output; an earlier layer "
-                             "gives a sharper map; see --list-layers)")
+                        help="layer whose activations are weighted (default: the last conv "
+                             "block's output on the paper profile, one stage earlier on ci and "
+                             "default; see --list-layers)")
     parser.add_argument("--arch", choices=pipeline.ARCHITECTURES, default=DEFAULT_ARCH,
                         help="which trained architecture to explain (default: pgds_resnet)")
     parser.add_argument("--list-layers", action="store_true",
@@ -293,13 +295,11 @@ def _check_layer(model, layer: str) -> tuple[int, int]:
 def make_outputs(ctx: pipeline.StudyContext, arch: str = DEFAULT_ARCH, layer: str | None = None,
                  method: str = "gradcam"):
     """(figure, localisation table, markdown) for the context (models trained on first use)."""
-    from models.registry import gradcam_layer
-
     model_name = pipeline.DISPLAY_NAMES[arch]
     frame = pipeline.predictions(ctx, arch)
     threshold = pipeline.operating_threshold(ctx, arch)
     model = pipeline.load_model(ctx, arch)
-    layer = layer or gradcam_layer(arch)
+    layer = layer or pipeline.gradcam_layer(ctx.profile, arch)
     grid_hw = _check_layer(model, layer)
     input_hw = pipeline.model_input_shape(ctx, arch)[:2]
     rule = {"max_f1": "best F1", "youden": "Youden's J"}[ctx.threshold_rule]
@@ -367,10 +367,8 @@ def make_outputs(ctx: pipeline.StudyContext, arch: str = DEFAULT_ARCH, layer: st
 
 
 def _list_layers(ctx: pipeline.StudyContext, arch: str) -> int:
-    from models.registry import gradcam_layer
-
     model = pipeline.load_model(ctx, arch)
-    default = gradcam_layer(arch)
+    default = pipeline.gradcam_layer(ctx.profile, arch)
     for name, shape in feature_layers(model):
         mark = "  <- default" if name == default else ""
         print(f"{name:32s} {'x'.join(str(v) for v in shape)}{mark}")

@@ -3,8 +3,10 @@
 Work folder (git-ignored, default `runs/`), per profile:
 
     runs/pgds/<profile>/data/phantom_raw/         the phantom as generated (fake burned-in PHI)
-    runs/pgds/<profile>/data/deidentified/        the de-identified copy that is trained on
-                                                  (Tang 2023 s2.2: "cropped and masked")
+    runs/pgds/<profile>/data/deidentified/        the de-identified copy that is trained on,
+                                                  blanked outside the scan sector and cropped
+                                                  to it with its masks (Tang 2023 s2.2:
+                                                  "cropped and masked")
     runs/pgds/<profile>/data/splits.csv           case-level split, stratified by subtype
                                                   (test 0.2, val 0.1 of each subtype's cases)
     runs/pgds/<profile>/data/audit_summary.txt    leakage audit (refused unless clean)
@@ -68,6 +70,10 @@ TEST_SIZE, VAL_SIZE = 0.2, 0.1
 PREDICTION_COLUMNS = ("image_path", "abs_path", "case_id", "label", "subtype", "split", "y_true",
                       "score", "gestational_week", "mask_path")
 THRESHOLD_FILE = "threshold.json"
+# Grad-CAM layer: stages before the last conv block, per profile. The paper reads the last conv
+# layer (a 13x14 map at its 400x440 input); at the third-size inputs of ci and default that map
+# is 4x5 or smaller, coarser than the facial structures, so they read one stage earlier.
+GRADCAM_STAGES_BEFORE_LAST = {"ci": 1, "default": 1, "paper": 0}
 _PREPARED = "prepared.json"
 
 
@@ -252,18 +258,18 @@ def _prepare(ctx: StudyContext) -> None:
     folder = data_dir(ctx)
     if ctx.is_phantom:
         raw, deid = folder / "phantom_raw", folder / "deidentified"
-        if _phantom_seed(raw) != ctx.seed:
+        if _phantom_seed(raw) != ctx.seed or not _phantom_matches_profile(raw, ctx.profile):
             from data_prep import phantom
 
             say(f"generating the {ctx.profile} phantom (seed {ctx.seed}) in {raw}")
             phantom.generate_phantom(STUDY, ctx.profile, raw, seed=ctx.seed, force=True)
             shutil.rmtree(deid, ignore_errors=True)
-        if not (deid / "manifest.csv").is_file():
+        if not _deidentified_cropped(deid):
             from data_prep.deidentify import deidentify_folder
 
             say(f"de-identifying the phantom into {deid}")
-            deidentify_folder(None, deid, manifest=raw / "manifest.csv", force=True,
-                              progress_every=100, progress=say)
+            deidentify_folder(None, deid, manifest=raw / "manifest.csv", force=True, crop=True,
+                              progress_every=200, progress=say)
     source = manifest_path(ctx)
     manifest = load_manifest(source, labels=CLASS_NAMES)
     stratify = "subtype" if "subtype" in manifest.columns else "label"
@@ -325,8 +331,36 @@ def _phantom_seed(raw: Path) -> int | None:
     return record.get("seed") if (raw / "manifest.csv").is_file() else None
 
 
+def _phantom_matches_profile(raw: Path, profile: str) -> bool:
+    """Whether the phantom in `raw` was generated with the current counts and layout of
+    `profile` (an older checkout's phantom of another size is regenerated, not reused)."""
+    from data_prep import phantom_pgds
+
+    try:
+        config = json.loads((raw / "run.json").read_text(encoding="utf-8")).get("config", {})
+    except (OSError, ValueError):
+        return False
+    expected = json.loads(json.dumps(phantom_pgds.resolve_profile(profile).as_config()))
+    return all(config.get(key) == value for key, value in expected.items())
+
+
+def _deidentified_cropped(deid: Path) -> bool:
+    """Whether `deid` holds a complete de-identified copy cropped to the scan sector."""
+    from data_prep.deidentify import REPORT_CSV
+
+    try:
+        report = pd.read_csv(deid / REPORT_CSV)
+    except (OSError, ValueError):
+        return False
+    return ((deid / "manifest.csv").is_file() and "cropped" in report.columns
+            and bool(report["cropped"].all()))
+
+
 def _prepared_ok(ctx: StudyContext) -> bool:
     record_path = data_dir(ctx) / _PREPARED
+    if ctx.is_phantom and not (_phantom_matches_profile(data_dir(ctx) / "phantom_raw", ctx.profile)
+                               and _deidentified_cropped(data_dir(ctx) / "deidentified")):
+        return False
     if not (record_path.is_file() and splits_path(ctx).is_file() and manifest_path(ctx).is_file()):
         return False
     try:
@@ -385,6 +419,13 @@ def train_config(ctx: StudyContext, arch: str):
     if arch not in ARCHITECTURES:
         raise InputError(None, f"architecture must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
     return cfg.make_config(STUDY, arch, ctx.profile, seed=ctx.seed)
+
+
+def gradcam_layer(profile: str, arch: str) -> str:
+    """The layer Grad-CAM reads for `arch` trained under `profile` (GRADCAM_STAGES_BEFORE_LAST)."""
+    from models.registry import gradcam_layer as registry_layer
+
+    return registry_layer(arch, stages_before_last=GRADCAM_STAGES_BEFORE_LAST.get(profile, 0))
 
 
 def run_dir(ctx: StudyContext, arch: str) -> Path:

@@ -5,21 +5,25 @@
         [--gradcam-layer NAME] [--method gradcam|gradcam++] [--force]
 
 Every image under DIR (recursively; suffixes of data_prep.io.IMAGE_SUFFIXES, or DICOM by
-content; hidden files skipped) is read with data_prep.io and turned into model input by the
-training pipeline itself (reproduce.input_pipeline: grayscale, bilinear resize to the model's
-input size, per-image min-max), so prediction sees exactly what training saw. Output in --out:
+content; hidden files skipped) is read with data_prep.io, blanked outside its scan sector and
+cropped to it (data_prep.deidentify.crop_to_sector: the pixels `deidentify --crop` writes,
+which the models are trained on; `--no-sector-crop` for frames already prepared so) and turned
+into model input by the training pipeline's own resize (reproduce.input_pipeline.resize_minmax:
+bilinear resize to the model's input size, per-image min-max), so prediction sees what training
+saw. Output in --out:
 
 - `predictions.csv`: image (path relative to DIR), probability (P(genetic disease)), call
   (genetic_disease when probability >= threshold, else normal), threshold, error (empty when
   the frame was processed), threshold_source, overlay;
-- `overlays/<image>.png`: the frame and its Grad-CAM heat-map for the genetic-disease class
+- `overlays/<image>.png`: the (cropped) frame and its Grad-CAM heat-map for the genetic-disease class
   (tf-keras-vis, reproduce.gradcam) side by side with a colour bar.
 
 The threshold: --threshold, else the one recorded beside the weights (`threshold.json` that
 reproduce.pgds.pipeline writes into the run folder of `selected.keras`; chosen on the
-training split by --threshold-rule), else 0.5; the CSV says which. The Grad-CAM layer: the
-registry's for the architecture recorded in the run folder's `run.json`, else --gradcam-layer,
-else the model's last 4-D convolution-like layer.
+training split by --threshold-rule), else 0.5; the CSV says which. The Grad-CAM layer:
+--gradcam-layer, else the one reproduce.pgds.figure4 reads for the architecture and profile
+recorded in the run folder's `run.json` (`pipeline.gradcam_layer`), else the registry's last
+conv block, else the model's last 4-D convolution-like layer.
 
 Weights: a whole model (`.keras`, as training saves it) or weights only (`.weights.h5`,
 built as --architecture with the options of the run.json beside it, else the registry's
@@ -213,8 +217,10 @@ def _check_fits(model, architecture: str, weights: Path) -> None:
 
 
 def gradcam_layer_for(loaded: LoadedModel, requested: str | None) -> tuple[str, str]:
-    """(layer, how it was chosen): --gradcam-layer, else the registry's, else automatic."""
+    """(layer, how it was chosen): --gradcam-layer, else figure4's for the run's profile,
+    else the registry's, else automatic."""
     from models import registry
+    from reproduce.pgds import pipeline
 
     names = [layer.name for layer in loaded.model.layers]
     if requested:
@@ -223,6 +229,11 @@ def gradcam_layer_for(loaded: LoadedModel, requested: str | None) -> tuple[str, 
                              f"(last layers: {', '.join(names[-6:])})")
         return requested, "--gradcam-layer"
     if loaded.architecture in registry.MODEL_NAMES:
+        profile = (loaded.run_config or {}).get("profile")
+        if profile and loaded.architecture in pipeline.ARCHITECTURES:
+            layer = pipeline.gradcam_layer(profile, loaded.architecture)
+            if layer in names:
+                return layer, f"figure4's for {loaded.architecture} on the {profile} profile"
         layer = registry.gradcam_layer(loaded.architecture,
                                        **_registry_options(loaded.architecture, loaded.run_config))
         if layer in names:
@@ -277,33 +288,26 @@ def list_frames(images_dir: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- prediction
 
 
-def _model_inputs(paths: Sequence[Path], shape: tuple[int, int, int]) -> list[np.ndarray | str]:
-    """Each frame's model input (the training pipeline), or its error text. Batched; a batch
-    that fails is redone frame by frame to find the bad one."""
+def model_input(gray: np.ndarray, shape: tuple[int, int, int], sector_crop: bool = True) -> np.ndarray:
+    """One frame's model input: (sector-cropped) grey levels -> the training pipeline's resize
+    and min-max at `shape` (H, W, C)."""
     import tensorflow as tf
 
-    from reproduce.pgds.pipeline import inputs_for_shape
+    from data_prep.deidentify import crop_to_sector
+    from reproduce.input_pipeline import resize_minmax
 
-    out: list[np.ndarray | str] = []
-    for start in range(0, len(paths), 32):
-        chunk = paths[start:start + 32]
-        try:
-            out.extend(list(inputs_for_shape(chunk, shape)))
-            continue
-        except (tf.errors.OpError, ValueError, InputError):
-            pass
-        for path in chunk:
-            try:
-                out.append(inputs_for_shape([path], shape)[0])
-            except (tf.errors.OpError, ValueError, InputError) as err:
-                message = getattr(err, "message", None) or str(err)
-                out.append(f"{path}: cannot be decoded: {_first_line(Exception(message))}")
-    return out
+    if sector_crop:
+        gray = crop_to_sector(gray)
+    height, width, channels = (int(v) for v in shape)
+    levels = tf.constant(np.asarray(gray, dtype=np.float32))
+    return resize_minmax(levels, (width, height), channels).numpy()
 
 
 def predict_folder(images_dir: Path, loaded: LoadedModel, out_dir: Path, threshold: float,
-                   threshold_source: str, layer: str, layer_source: str, method: str) -> pd.DataFrame:
+                   threshold_source: str, layer: str, layer_source: str, method: str,
+                   sector_crop: bool = True) -> pd.DataFrame:
     """Probabilities, calls and overlays of every frame under images_dir, into out_dir."""
+    from data_prep.deidentify import crop_to_sector
     from data_prep.io import read_grayscale
     from data_prep.preprocess import min_max
     from reproduce import gradcam
@@ -313,8 +317,9 @@ def predict_folder(images_dir: Path, loaded: LoadedModel, out_dir: Path, thresho
         raise InputError(images_dir, "no image files found (suffixes .jpg .jpeg .png .dcm .bmp "
                          ".tif .tiff, or DICOM)")
     print(f"predict: {len(frames)} frame(s) under {images_dir}; threshold {threshold:g} "
-          f"({threshold_source}); Grad-CAM layer {layer} ({layer_source})", file=sys.stderr,
-          flush=True)
+          f"({threshold_source}); Grad-CAM layer {layer} ({layer_source}); "
+          f"{'cropped to the scan sector' if sector_crop else 'frames used as they are'}",
+          file=sys.stderr, flush=True)
     rows: list[dict] = []
     grays: dict[int, np.ndarray] = {}
     for index, rel in enumerate(frames):
@@ -325,14 +330,14 @@ def predict_folder(images_dir: Path, loaded: LoadedModel, out_dir: Path, thresho
         except InputError as err:
             row["error"] = err.one_line()
         rows.append(row)
-    readable = sorted(grays)
-    inputs = _model_inputs([images_dir / frames[i] for i in readable], loaded.input_shape)
     good = []
-    for index, item in zip(readable, inputs):
-        if isinstance(item, str):
-            rows[index]["error"] = item
-        else:
-            good.append((index, item))
+    for index in sorted(grays):
+        try:
+            if sector_crop:
+                grays[index] = crop_to_sector(grays[index])
+            good.append((index, model_input(grays[index], loaded.input_shape, sector_crop=False)))
+        except (ValueError, InputError) as err:
+            rows[index]["error"] = f"{images_dir / frames[index]}: cannot be prepared: {_first_line(err)}"
     if good:
         batch = np.stack([item for _, item in good]).astype(np.float32)
         probabilities = np.asarray(loaded.model.predict(batch, batch_size=32, verbose=0),
@@ -382,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
     threshold, source = threshold_for(Path(args.weights), args.threshold, args.threshold_rule)
     with atomic.staged_dir(out_dir, overwrite=True) as stage:
         table = predict_folder(images_dir, loaded, stage, threshold, source, layer, layer_source,
-                               args.method)
+                               args.method, sector_crop=not args.no_sector_crop)
         atomic.write_csv(stage / "predictions.csv", table)
     failed = table[table["error"] != ""]
     done = len(table) - len(failed)
@@ -418,10 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="registry architecture of the weights (default: from run.json "
                              "beside them; pgds_resnet for a .weights.h5 file without one)")
     parser.add_argument("--gradcam-layer", default=None,
-                        help="layer for Grad-CAM (default: the registry's, else the last 4-D "
-                             "convolution-like layer)")
+                        help="layer for Grad-CAM (default: the one figure4 reads for the "
+                             "architecture and profile in run.json, else the registry's, else "
+                             "the last 4-D convolution-like layer)")
     parser.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam",
                         help="heat-map method (tf-keras-vis; default gradcam, the paper's)")
+    parser.add_argument("--no-sector-crop", action="store_true",
+                        help="use the frames as they are: they are already blanked outside the "
+                             "scan sector and cropped to it (python -m data_prep deidentify "
+                             "--crop); by default predict does this itself, as training saw")
     return parser
 
 
