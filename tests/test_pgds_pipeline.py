@@ -193,6 +193,21 @@ def test_results_folder_refuses_another_config(pgds_ci_context, tmp_path):
     assert sorted(p.name for p in ctx.results_dir.iterdir()) == ["demo.csv", "demo.md", "run.json"]
 
 
+def test_all_refuses_another_configs_results_before_training(tmp_path, capsys):
+    """`pgds all` stops at once (exit 2, nothing generated) when --results holds results of
+    another config, instead of failing at the first table after the training."""
+    from data_prep.provenance import write_run_json
+    from reproduce.pgds import all as all_targets
+
+    results = tmp_path / "results"
+    write_run_json(results, {"study": "pgds", "profile": "paper"}, seed=0, force=True)
+    runs = tmp_path / "runs"
+    code = all_targets.main(["--profile", "ci", "--runs", str(runs), "--results", str(results)])
+    assert code == 2
+    assert "another config" in capsys.readouterr().err
+    assert not (runs / "pgds" / "ci" / "data").exists()
+
+
 # ----------------------------------------------------------------------------- readers
 
 

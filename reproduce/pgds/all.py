@@ -59,6 +59,9 @@ def _body(args: argparse.Namespace) -> int:
         raise InputError(None, f"--only: unknown target '{unknown[0]}' (choose from "
                                   f"{', '.join(TARGETS)})")
     shared = common_argv(args)
+    # Refuse before hours of training, not at the first table, when --results holds another
+    # config's results (each target checks again for itself).
+    pipeline.check_results_dir(pipeline.context_from_args(args))
     timings = []
     started = time.perf_counter()
     for target in chosen:
