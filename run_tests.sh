@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite. Default: everything but tests marked slow (under 20 minutes on 2 cores).
 #   ./run_tests.sh            fast suite (what CI runs)
-#   ./run_tests.sh --slow     only the slow tests (the default profile end to end)
+#   ./run_tests.sh --slow     only the slow tests (scale checks: 3,000-frame audit, multi-worker
+#                             training); the default profile end to end is ./run_all.sh
 #   ./run_tests.sh --all      both
 # Any other arguments go to pytest.
 set -euo pipefail
