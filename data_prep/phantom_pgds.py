@@ -140,8 +140,8 @@ PROFILES: dict[str, PgdsPhantomProfile] = {
         counts=_counts((845, 556), (60, 24), (85, 35), (45, 18), (85, 34)),
         layout=FrameLayout(560, 480, 70, 40, 440, 400)),
     # The paper's images and cases in half-size frames. (A third of them, 372 images, was too
-    # few for any of the four networks to learn the subtler markers from scratch: test AUROC
-    # about 0.75-0.89 for Pgds-ResNet against 0.93-0.98 with these counts, same recipe.)
+    # few cases to learn the subtler markers from scratch: Pgds-ResNet test AUROC 0.75-0.90
+    # there, 0.93-0.98 with these counts, in development runs on one split.)
     "default": PgdsPhantomProfile(
         name="default",
         counts=_counts((845, 556), (60, 24), (85, 35), (45, 18), (85, 34)),
