@@ -466,6 +466,27 @@ def blank_outside_sector(gray: np.ndarray, mask: np.ndarray, *, fill: int | floa
     return image
 
 
+def crop_box(sector: SectorResult) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) to crop a de-identified frame to: the sector's bounding box
+    (`SectorResult.bbox`, the box the report's sector_* columns give); None when no sector was
+    found (kind "none": the frame is all blanked, nothing to crop to)."""
+    return None if sector.kind == "none" else tuple(int(v) for v in sector.bbox)
+
+
+def crop_to_sector(gray: np.ndarray, *, lossy: bool | None = None,
+                   templates: Iterable[np.ndarray] = ()) -> np.ndarray:
+    """A frame as the models are trained on it: blanked outside the scan sector and cropped to
+    the sector's bounding box (Tang 2023 s2.2, "cropped and masked"); `deidentify_folder(...,
+    crop=True)` writes the same pixels. A frame with no sector is returned blanked, uncropped."""
+    sector = find_scan_sector(gray, lossy=lossy, templates=templates)
+    out = blank_outside_sector(gray, sector.mask)
+    box = crop_box(sector)
+    if box is None:
+        return out
+    x0, y0, x1, y1 = box
+    return out[y0:y1, x0:x1]
+
+
 # ============================================================================ DICOM header
 
 DEIDENTIFICATION_METHOD = "PS3.15 E.1 Basic Profile; pixels outside scan sector blanked"
@@ -681,30 +702,6 @@ _FILE_META_REMOVE = ("SourceApplicationEntityTitle", "SendingApplicationEntityTi
                      "SendingPresentationAddress", "ReceivingPresentationAddress",
                      "PrivateInformationCreatorUID", "PrivateInformation")
 
-
-
-def crop_box(sector: SectorResult) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) to crop a de-identified frame to: the bounding box of what `sector`
-    keeps (end-exclusive); None when nothing is kept (kind "none": there is no image)."""
-    rows, cols = np.nonzero(np.asarray(sector.mask, dtype=bool).any(axis=1))[0], \
-        np.nonzero(np.asarray(sector.mask, dtype=bool).any(axis=0))[0]
-    if rows.size == 0 or cols.size == 0:
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def crop_to_sector(gray: np.ndarray, *, lossy: bool | None = None,
-                   templates: Iterable[np.ndarray] = ()) -> np.ndarray:
-    """A frame as the models are trained on it: blanked outside the scan sector and cropped to
-    the sector's bounding box (Tang 2023 s2.2, "cropped and masked"); `deidentify_folder(...,
-    crop=True)` writes the same pixels. A frame with no sector is returned blanked, uncropped."""
-    sector = find_scan_sector(gray, lossy=lossy, templates=templates)
-    out = blank_outside_sector(gray, sector.mask)
-    box = crop_box(sector)
-    if box is None:
-        return out
-    x0, y0, x1, y1 = box
-    return out[y0:y1, x0:x1]
 
 def _element_name(element) -> str:
     return element.keyword or f"({element.tag.group:04X},{element.tag.element:04X})"

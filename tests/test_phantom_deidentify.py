@@ -110,6 +110,23 @@ def test_crop_keeps_the_sector_and_its_masks_aligned(cropped):
             assert read_grayscale(out / row.mask_path).sum() == read_grayscale(raw / row.mask_path).sum()
 
 
+def test_crop_of_dicom_frames_matches_the_png_crop(tmp_path, cropped):
+    """--crop on the DICOM copies: Rows/Columns become the sector box, pixels equal the PNG's."""
+    import pydicom
+
+    raw, png_out, _ = cropped
+    out = tmp_path / "deid_dicom"
+    deidentify.deidentify_folder(None, out, manifest=raw / "manifest_dicom.csv", crop=True,
+                                 progress_every=0)
+    rows = pd.read_csv(raw / "manifest_dicom.csv", dtype=str, keep_default_na=False).head(4)
+    pngs = pd.read_csv(raw / "manifest.csv", dtype=str, keep_default_na=False).head(4)
+    for dicom_rel, png_rel in zip(rows["image_path"], pngs["image_path"]):
+        ds = pydicom.dcmread(out / dicom_rel)
+        png = read_grayscale(png_out / png_rel)
+        assert (int(ds.Rows), int(ds.Columns)) == png.shape
+        np.testing.assert_array_equal(read_grayscale(out / dicom_rel), png)
+
+
 def test_crop_refuses_a_mask_of_another_size(tmp_path, deidentified):
     import cv2
 
