@@ -61,6 +61,12 @@ CENTER = "phantom-A"
 MANIFEST_COLUMNS = ("image_path", "case_id", "label", "subtype", "gestational_week", "view",
                     "mask_path", "phi_mask_path", "center")
 
+# Bumped whenever the same seed and profile would render different frames, so a phantom made
+# by an older checkout (in the git-ignored runs/) is regenerated, not reused. 2: heads placed
+# by the natural face (no position cue of the class); 3: lips, palate and jaw hang from the
+# natural face, so a nose or lip marker does not move the chin.
+GENERATOR_VERSION = 3
+
 # Per-case random streams: np.random.default_rng([seed, case_number, STREAM, ...]) so every case
 # is rendered independently of the others (order-independent, parallelisable).
 _STREAM_PLAN, _STREAM_GA, _STREAM_SHAPE, _STREAM_POSE, _STREAM_VIEW, _STREAM_PHI = range(6)
@@ -122,7 +128,7 @@ class PgdsPhantomProfile:
         return sum(c.cases for s, c in self.counts.items() if s != "normal")
 
     def as_config(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "generator_version": GENERATOR_VERSION}
 
 
 def _counts(normal: tuple[int, int], t21: tuple[int, int], t18: tuple[int, int],
@@ -236,12 +242,24 @@ class FaceShape:
     face_scale: float = 1.3       # face size relative to the cranium (grows with gestation)
     skull_thickness: float = 0.035
     plexus_scale: float = 1.0     # choroid plexus fills less of the brain later in gestation
+    # (nasion depth, nose length, nose projection, upper lip) of the natural face, from which
+    # the lips, palate and jaw hang; None: this face's own. Set for every sampled face, so a
+    # nose or lip marker changes the nose or lip, not the position of the chin below it.
+    anchor: tuple[float, float, float, float] | None = None
     markers: list[str] = field(default_factory=list)   # names of the abnormalities drawn
     regions: list[str] = field(default_factory=list)   # truth-mask regions to fill
 
 
 def sample_face_shape(subtype: str, week: float, rng: np.random.Generator) -> FaceShape:
     """Natural variation for everyone, then the subtype's markers on top."""
+    return sample_face_shapes(subtype, week, rng)[1]
+
+
+def sample_face_shapes(subtype: str, week: float,
+                       rng: np.random.Generator) -> tuple[FaceShape, FaceShape]:
+    """(natural, marked): the fetus's natural variation, and the same face with the subtype's
+    markers on top. The head is placed in the sector by the natural face (`render_case`), so
+    where the head sits cannot tell the class (see `fit_view_pose`)."""
     maturity = float(np.clip((week - 11.0) / 16.0, 0.0, 1.0))
     shape = FaceShape(
         boss=rng.normal(0.0, 0.022), slope=rng.normal(0.0, 0.02),
@@ -256,6 +274,8 @@ def sample_face_shape(subtype: str, week: float, rng: np.random.Generator) -> Fa
     # A few normal fetuses have a short nasal bone (a known false-positive source for T21).
     if subtype == "normal" and rng.random() < 0.03:
         shape.nasal_bone *= rng.uniform(0.5, 0.7)
+    shape.anchor = (shape.nasion_depth, shape.nose_length, shape.nose_projection, shape.upper_lip)
+    natural = dataclasses.replace(shape, markers=[], regions=[])
     if subtype == "T21":
         if rng.random() < 0.55:
             shape.nasal_bone = 0.0
@@ -326,7 +346,7 @@ def sample_face_shape(subtype: str, week: float, rng: np.random.Generator) -> Fa
                 shape.regions.append("lip")
     elif subtype != "normal":
         raise ValueError(f"unknown subtype {subtype!r}")
-    return shape
+    return natural, shape
 
 
 # ----------------------------------------------------------------------------- face geometry
@@ -403,28 +423,40 @@ def build_face_geometry(shape: FaceShape) -> FaceGeometry:
     forehead = skin(-14.0) + [shape.boss, 0.0]
     nasion = skin(10.0) - [shape.nasion_depth, 0.0]
     fs, js = shape.face_scale, shape.jaw_scale
+    anchor_depth, anchor_length, anchor_proj, anchor_lip = (
+        shape.anchor or (shape.nasion_depth, shape.nose_length, shape.nose_projection,
+                         shape.upper_lip))
+    anchor_nasion = skin(10.0) - [anchor_depth, 0.0]
 
-    def face(offset) -> np.ndarray:
+    def face(offset) -> np.ndarray:   # the nose: hangs from this face's nasion
         return nasion + fs * np.asarray(offset, dtype=float)
+
+    def mouth(offset) -> np.ndarray:  # lips, palate, jaw: hang from the natural nasion
+        return anchor_nasion + fs * np.asarray(offset, dtype=float)
 
     proj, length = shape.nose_projection, shape.nose_length
     tip = face([proj, length])
     dorsum = face([proj * 0.5 + 0.012, length * 0.5 - 0.01])
     tip_under = face([proj - 0.015, length + 0.035])
-    subnasale_off = np.array([proj * 0.40, length + 0.06])
-    subnasale = face(subnasale_off)
-    if shape.premaxilla_missing:
-        upper_lip_off = subnasale_off + [-0.15, 0.075]
-        stomion_off = subnasale_off + [-0.11, 0.15]
+    subnasale = face([proj * 0.40, length + 0.06])
+    # Where the upper lip starts on the natural face (the nose base, before any nose marker).
+    lip_base_off = np.array([anchor_proj * 0.40, anchor_length + 0.06])
+    lip_base = mouth(lip_base_off)
+    natural_stomion_off = lip_base_off + [anchor_lip * 0.5, 0.135]
+    if shape.premaxilla_missing:   # the central upper lip falls back; lower lip and jaw stay
+        upper_lip_off = lip_base_off + [-0.15, 0.075]
+        stomion_off = lip_base_off + [-0.11, 0.15]
     else:
-        upper_lip_off = subnasale_off + [0.045 + shape.upper_lip, 0.075]
-        stomion_off = subnasale_off + [shape.upper_lip * 0.5, 0.135]
-    upper_lip, stomion = face(upper_lip_off), face(stomion_off)
-    lower_lip = face(stomion_off + [0.035 + shape.lower_lip, 0.065 + shape.lower_lip_drop])
+        upper_lip_off = lip_base_off + [0.045 + shape.upper_lip, 0.075]
+        stomion_off = lip_base_off + [shape.upper_lip * 0.5, 0.135]
+    upper_lip, stomion = mouth(upper_lip_off), mouth(stomion_off)
+    lower_lip = mouth(natural_stomion_off + [0.035 + shape.lower_lip,
+                                             0.065 + shape.lower_lip_drop])
     cr = shape.chin_retrusion
-    labiomental = face(stomion_off + [-0.02 - 0.5 * cr, 0.075 + 0.07 * js + shape.lower_lip_drop])
-    pogonion = face(stomion_off + [0.02 - cr, 0.22 * js])
-    menton = face(stomion_off + [-0.08 - cr, 0.31 * js])
+    labiomental = mouth(natural_stomion_off + [-0.02 - 0.5 * cr,
+                                               0.075 + 0.07 * js + shape.lower_lip_drop])
+    pogonion = mouth(natural_stomion_off + [0.02 - cr, 0.22 * js])
+    menton = mouth(natural_stomion_off + [-0.08 - cr, 0.31 * js])
     submental = menton + fs * np.array([-0.22 * js, 0.02])
     neck = submental + [-0.12, 0.14]
     chest = np.array([neck + [-0.02, 0.5], neck + [-0.15, 1.3], neck + [-0.25, 2.2]])
@@ -453,10 +485,10 @@ def build_face_geometry(shape: FaceShape) -> FaceGeometry:
     nasal_bone = (np.array([bone_start, bone_start + direction * fs * shape.nasal_bone])
                   if shape.nasal_bone > 0.01 else None)
     alveolus = upper_lip + fs * np.array([-0.075, 0.03])
-    palate_front = subnasale + fs * np.array([-0.07, 0.035])
-    palate_back = subnasale + fs * np.array([-0.55, 0.07])
+    palate_front = lip_base + fs * np.array([-0.07, 0.035])
+    palate_back = lip_base + fs * np.array([-0.55, 0.07])
     if shape.premaxilla_missing:
-        palate = np.array([subnasale + fs * np.array([-0.27, 0.05]), palate_back])
+        palate = np.array([lip_base + fs * np.array([-0.27, 0.05]), palate_back])
         premaxilla = None
     else:
         palate = np.array([alveolus, palate_front, palate_back])
@@ -466,7 +498,7 @@ def build_face_geometry(shape: FaceShape) -> FaceGeometry:
                          pogonion + fs * np.array([-0.065, 0.0]),
                          menton + fs * np.array([-0.03, -0.045]),
                          menton + fs * np.array([-0.20 * js, -0.06])])
-    tongue = (subnasale + fs * np.array([-0.27, 0.12]), (0.17 * fs, 0.06 * fs), 5.0)
+    tongue = (lip_base + fs * np.array([-0.27, 0.12]), (0.17 * fs, 0.06 * fs), 5.0)
 
     proboscis = canal = None
     if shape.proboscis_length > 0:
@@ -607,7 +639,9 @@ def fit_view_pose(profile: PgdsPhantomProfile, case_pose: CasePose, view: int,
 
     The head is centred in the sector box plus the case's offset; when the face would leave
     the sector, the nearest shift (2 % steps of the box, up to 16 %) that fits is taken, and
-    only when none fits is the head shrunk by 3 % and the search repeated.
+    only when none fits is the head shrunk by 3 % and the search repeated. `render_case` passes
+    the case's NATURAL face (no markers), so the pose says nothing of the class; a marker that
+    reaches further (a long proboscis) may be cut by the sector edge, as in a real scan.
     """
     layout = profile.layout
     sector = sector_geometry(layout)
@@ -964,16 +998,21 @@ def render_case(profile: PgdsPhantomProfile, case: PlannedCase, seed: int, out_d
                 dicom: bool = False) -> RenderedCase:
     """Render and write every view of one case; returns its manifest rows."""
     number = case.case_number
-    shape = sample_face_shape(case.subtype, case.gestational_week,
-                              np.random.default_rng([seed, number, _STREAM_SHAPE]))
+    natural, shape = sample_face_shapes(case.subtype, case.gestational_week,
+                                        np.random.default_rng([seed, number, _STREAM_SHAPE]))
     geometry = build_face_geometry(shape)
+    # Placed by the face WITHOUT its markers: fitting the marked face moved the whole head with
+    # the face's extent (a proboscis pushed T13 heads 8 px down on average, 19 px for the
+    # proboscis itself; a small jaw moved T18 heads 3 px), a position cue the network read at
+    # the skull vertex instead of the face.
+    placement = build_face_geometry(natural)
     case_pose = sample_case_pose(profile, case.gestational_week, case.views,
                                  np.random.default_rng([seed, number, _STREAM_POSE]))
     phi = draw_fake_phi(np.random.default_rng([seed, number, _STREAM_PHI]))
     rows, geometry_rows = [], []
     for view in case.views:
         rng = np.random.default_rng([seed, number, _STREAM_VIEW, view])
-        pose = fit_view_pose(profile, case_pose, view, geometry, rng)
+        pose = fit_view_pose(profile, case_pose, view, placement, rng)
         frame, mask = render_view(profile, shape, geometry, pose, rng)
         overlay, phi_mask = draw_overlay(profile.layout, phi, view, rng)
         frame = np.where(overlay > 0, overlay, frame)

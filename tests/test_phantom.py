@@ -121,6 +121,30 @@ def test_rotation_spread_does_not_depend_on_the_label():
     assert abs(np.mean(np.abs(rotations["normal"])) - np.mean(np.abs(rotations["genetic_disease"]))) < 0.8
 
 
+def test_head_placement_does_not_depend_on_the_markers(tmp_path):
+    """The same fetus rendered as each subtype sits at the same place in the sector: the head
+    is placed by its natural face, so its position cannot hint at the class (placing the
+    marked face moved proboscis heads 19 px down, a cue the network read at the vertex), and
+    its chin stays where it is under a nose marker (a cue far from the marker's mask)."""
+    for folder in ("images", "masks", "phi_masks"):
+        (tmp_path / folder).mkdir()
+    template = phantom_pgds.plan_cases(CI, 0)[0]
+    for number in range(1, 13):
+        poses, chins = {}, {}
+        for subtype in phantom_pgds.SUBTYPES:
+            case = dataclasses.replace(template, case_number=number, subtype=subtype,
+                                       views=(0, 7, 14))
+            rendered = phantom_pgds.render_case(CI, case, 0, tmp_path)
+            poses[subtype] = [(g["head_x"], g["head_y"], g["head_scale_px"])
+                              for g in rendered.geometry]
+            chins[subtype] = [(g["menton_x"], g["menton_y"]) for g in rendered.geometry]
+        for subtype, pose in poses.items():
+            assert pose == poses["normal"], (number, subtype)
+        # Nose markers (T21, T13, rare) change the nose, not where the chin is; T18's are the jaw.
+        for subtype in ("T21", "T13", "rare"):
+            assert np.allclose(chins[subtype], chins["normal"], atol=1e-6), (number, subtype)
+
+
 def test_case_ids_do_not_carry_the_label():
     cases = phantom_pgds.plan_cases(PAPER, 0)
     first_abnormal = [c.case_number for c in cases if c.label == "genetic_disease"][:5]
