@@ -3,12 +3,19 @@
 Tang 2023 (section 2.5, Figure 4) overlays a Grad-CAM map from the last convolution on each
 fetal profile and reads where the network looks (nasal bone, jaw, forehead). This module:
 
-- `heatmaps(model, images, class_index, layer=..., method="gradcam"|"gradcam++")` runs
-  tf-keras-vis's `Gradcam` / `GradcamPlusPlus` on a clone of the model whose softmax is made
+- `heatmaps(model, images, class_index, layer=..., method="gradcam"|"gradcam++"|"layercam")`
+  runs tf-keras-vis's `Gradcam` / `GradcamPlusPlus` / `Layercam` on a clone of the model
+  whose softmax is made
   linear (`ReplaceToLinear`: gradients of the class logit, not of the saturating softmax), at
   the named layer exactly (no search for another conv layer), and returns one map per image,
   upsampled to the input size (`upsample_to_input`) and min-max normalised to [0, 1] per
   image. A map that is zero everywhere (no positive evidence) stays all zero.
+  Grad-CAM weights each channel by its gradient averaged over the whole map, so a channel
+  that is evidence for the class somewhere (a jaw detector, for the T18 images of a
+  "genetic disease" class) lights up wherever it fires, also on a T21 frame whose jaw is
+  normal. LayerCAM (Jiang et al. 2021, IEEE TIP 30:5875) weights each position by its own
+  positive gradient instead, which keeps the evidence where it is and stays sharp at earlier,
+  finer layers.
   Upsampling is ours, not tf-keras-vis's: tf-keras-vis expands the map with scipy's `zoom`,
   which pins the first and last cells to the image corners, so on a 4x5 map of a 128x140
   input every interior cell is drawn up to 18 px (half a cell) away from the input window it
@@ -47,7 +54,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-METHODS = ("gradcam", "gradcam++")
+METHODS = ("gradcam", "gradcam++", "layercam")
+#: Display names, for titles and captions.
+METHOD_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM"}
 # Zhang et al. 2016 (top-down neural attention, pointing game): 15 px at 224-pixel input.
 POINTING_TOLERANCE_AT_224 = 15.0
 
@@ -64,18 +73,33 @@ def _class_indices(class_index: int | Sequence[int], n: int) -> np.ndarray:
     return indices
 
 
-def heatmaps(model, images: np.ndarray, class_index: int | Sequence[int] = 1, *, layer: str,
-             method: str = "gradcam", batch_size: int = 16,
+def layer_names(layer: str | Sequence[str]) -> tuple[str, ...]:
+    """One layer name, or several (a sequence, or one string joined by ',' or '+')."""
+    if isinstance(layer, str):
+        names = tuple(part.strip() for part in layer.replace("+", ",").split(","))
+    else:
+        names = tuple(str(part).strip() for part in layer)
+    if not names or not all(names):
+        raise ValueError(f"layer must name at least one layer, got {layer!r}")
+    return names
+
+
+def heatmaps(model, images: np.ndarray, class_index: int | Sequence[int] = 1, *,
+             layer: str | Sequence[str], method: str = "gradcam", batch_size: int = 16,
              progress: bool = False) -> np.ndarray:
-    """Grad-CAM (or Grad-CAM++) maps of `class_index` at `layer`, shape (N, H, W), in [0, 1].
+    """Grad-CAM (Grad-CAM++, LayerCAM) maps of `class_index` at `layer`, (N, H, W), in [0, 1].
 
     `images` is (N, H, W, C) float32 as the model takes it. `class_index` is one class for
     all images or one per image. `layer` names the layer whose activations are weighted (the
-    registry's `gradcam_layer(name)`; any layer with a (N, h, w, c) output is accepted).
-    The caller's model is not modified (tf-keras-vis works on a clone).
+    registry's `gradcam_layer(name)`; any layer with a (N, h, w, c) output is accepted), or
+    several layers (`layer_names`): each one's map is upsampled and brought to [0, 1], and
+    the maps are averaged (LayerCAM's multi-layer fusion: coarse layers say which structure,
+    fine ones where exactly). The caller's model is not modified (tf-keras-vis works on a
+    clone).
     """
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+    from tf_keras_vis.layercam import Layercam
     from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
     from tf_keras_vis.utils.scores import CategoricalScore
 
@@ -86,34 +110,43 @@ def heatmaps(model, images: np.ndarray, class_index: int | Sequence[int] = 1, *,
         raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    layers = layer_names(layer)
     names = [lay.name for lay in model.layers]
-    if layer not in names:
-        raise ValueError(f"model {model.name!r} has no layer {layer!r}; layers: {names}")
-    out_shape = model.get_layer(layer).output.shape
-    if len(out_shape) != 4:
-        raise ValueError(f"layer {layer!r} outputs shape {tuple(out_shape)}; Grad-CAM needs a "
-                         "(batch, height, width, channels) feature map")
+    grids = {}
+    for name in layers:
+        if name not in names:
+            raise ValueError(f"model {model.name!r} has no layer {name!r}; layers: {names}")
+        out_shape = model.get_layer(name).output.shape
+        if len(out_shape) != 4:
+            raise ValueError(f"layer {name!r} outputs shape {tuple(out_shape)}; Grad-CAM needs "
+                             "a (batch, height, width, channels) feature map")
+        grids[name] = tuple(int(v) for v in out_shape[1:3])
     n = len(images)
     indices = _class_indices(class_index, n)
     n_classes = int(model.outputs[0].shape[-1])
     if indices.min(initial=0) < 0 or indices.max(initial=0) >= n_classes:
         raise ValueError(f"class_index must lie in [0, {n_classes}), got {sorted(set(indices))}")
 
-    visualiser_type = Gradcam if method == "gradcam" else GradcamPlusPlus
+    visualiser_type = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus,
+                       "layercam": Layercam}[method]
     visualiser = visualiser_type(model, model_modifier=ReplaceToLinear(), clone=True)
-    maps = np.zeros(images.shape[:3], dtype=np.float32)
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        # The raw (h, w) map; expanding and normalising are done here (see module docstring).
-        cams = visualiser(CategoricalScore(indices[start:stop].tolist()), images[start:stop],
-                          penultimate_layer=layer, seek_penultimate_conv_layer=False,
-                          expand_cam=False, normalize_cam=False)
-        cams = np.asarray(cams, dtype=np.float64).reshape(stop - start, *out_shape[1:3])
-        for offset, cam in enumerate(cams):
-            maps[start + offset] = _unit_range(upsample_to_input(cam, images.shape[1:3]))
-        if progress:
-            print(f"grad-cam ({method}, {layer}): {stop}/{n}", file=sys.stderr, flush=True)
-    return maps
+    maps = np.zeros(images.shape[:3], dtype=np.float64)
+    for name in layers:
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            # The raw (h, w) map; expanding and normalising are done here (module docstring).
+            cams = visualiser(CategoricalScore(indices[start:stop].tolist()), images[start:stop],
+                              penultimate_layer=name, seek_penultimate_conv_layer=False,
+                              expand_cam=False, normalize_cam=False)
+            cams = np.asarray(cams, dtype=np.float64).reshape(stop - start, *grids[name])
+            for offset, cam in enumerate(cams):
+                maps[start + offset] += _unit_range(upsample_to_input(cam, images.shape[1:3]))
+            if progress:
+                print(f"{METHOD_TITLES[method]} ({name}): {stop}/{n}", file=sys.stderr,
+                      flush=True)
+    if len(layers) == 1:
+        return maps.astype(np.float32)
+    return np.stack([_unit_range(heat) for heat in maps]) if n else maps.astype(np.float32)
 
 
 def _unit_range(heat: np.ndarray) -> np.ndarray:

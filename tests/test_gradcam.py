@@ -112,6 +112,55 @@ def test_trained_model_maps_fall_on_the_square(trained_model):
     assert other_table["energy_inside"].mean() < table["mask_area_share"].mean()
 
 
+def test_layercam_matches_its_definition_computed_by_hand(trained_model):
+    """LayerCAM (Jiang et al. 2021): relu(sum_c relu(d logit / d A_c(i, j)) * A_c(i, j)),
+    computed here with a GradientTape on the logits, against tf-keras-vis's through ours."""
+    import tensorflow as tf
+
+    images, _ = square_images(5, seed=12)
+    features = keras.Model(trained_model.inputs, trained_model.get_layer("last_conv").output)
+    kernel, bias = trained_model.layers[-1].get_weights()   # the softmax Dense, as logits
+    activations = tf.constant(features(images))
+    with tf.GradientTape() as tape:
+        tape.watch(activations)
+        pooled = tf.reduce_max(activations, axis=(1, 2))      # the model's GlobalMaxPooling2D
+        score = tf.reduce_sum((tf.matmul(pooled, kernel) + bias)[:, 1])
+    grads = tape.gradient(score, activations).numpy()
+    by_hand = np.maximum((np.maximum(grads, 0.0) * activations.numpy()).sum(-1), 0.0)
+    expected = np.stack([gradcam._unit_range(gradcam.upsample_to_input(m, (SIZE, SIZE)))
+                         for m in by_hand])
+    maps = gradcam.heatmaps(trained_model, images, 1, layer="last_conv", method="layercam")
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
+    # and it is not Grad-CAM under another name
+    assert np.abs(gradcam.heatmaps(trained_model, images, 1, layer="last_conv")
+                  - maps).max() > 1e-3
+
+
+def test_several_layers_are_averaged_then_brought_to_unit_range(trained_model):
+    images, masks = square_images(6, seed=13)
+    first_conv = trained_model.layers[1].name   # unnamed: Keras numbers it
+    singles = [gradcam.heatmaps(trained_model, images, 1, layer=name, method="layercam")
+               for name in (first_conv, "last_conv")]
+    fused = gradcam.heatmaps(trained_model, images, 1, layer=f"{first_conv}+last_conv",
+                             method="layercam")
+    expected = np.stack([gradcam._unit_range(a + b) for a, b in zip(*singles)])
+    np.testing.assert_allclose(fused, expected, atol=1e-6)
+    assert fused.shape == (6, SIZE, SIZE) and fused.max() == pytest.approx(1.0)
+    assert gradcam.localisation_table(fused, masks, tolerance_px=3.0)["hit"].mean() >= 0.8
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("a", ("a",)), ("a+b", ("a", "b")), ("a,b", ("a", "b")), (["a", "b"], ("a", "b"))])
+def test_layer_names(given, expected):
+    assert gradcam.layer_names(given) == expected
+
+
+@pytest.mark.parametrize("given", ["", "a+", [], ["a", ""]])
+def test_layer_names_refuses_empty_names(given):
+    with pytest.raises(ValueError, match="at least one layer"):
+        gradcam.layer_names(given)
+
+
 def test_per_image_class_index_and_caller_model_untouched():
     model = hand_set_model()
     images, _ = square_images(4, seed=5)

@@ -441,10 +441,11 @@ def test_figure_mains_write_small_pngs(pgds_ci_context, module, extra, png):
         assert list(table.columns) == list(figure4.BASE_COLUMNS + figure4.SCORE_COLUMNS
                                            + figure4.TAIL_COLUMNS)
         assert len(table) > 0 and set(table["subtype"]) <= {"T13", "T18", "T21", "rare"}
-        # default on ci: one stage before the last conv block (pipeline.gradcam_layer)
+        # default on ci: LayerCAM of the outputs of stages 1 and 2 (pipeline.HEATMAP_SETTINGS)
         layer = (extra[extra.index("--layer") + 1] if "--layer" in extra
-                 else "stage4_block1_preact_relu")
-        assert set(table["layer"]) == {layer}
+                 else "stage2_block1_preact_relu+stage3_block1_preact_relu")
+        method = extra[extra.index("--method") + 1] if "--method" in extra else "layercam"
+        assert set(table["layer"]) == {layer} and set(table["method"]) == {method}
         assert table["energy_inside"].between(0, 1).all()
         markdown = (Path(ctx.results_dir) / "gradcam_localisation.md").read_text()
         assert f"`{layer}`" in markdown and "PHANTOM" in markdown

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from data_prep import deidentify
+from data_prep.errors import InputError
 from data_prep.io import read_grayscale
 from reproduce.pgds import pipeline, predict
 
@@ -180,12 +181,16 @@ def test_gradcam_layer_choice(weights):
 
     loaded = predict.load_weights(weights)
     assert loaded.architecture == "pgds_resnet"
-    # the layer figure4 reads for the run's profile (ci: one stage before the last)
+    # the layers and method figure4 reads for the run's profile (ci: LayerCAM, stages 1-2)
     assert predict.gradcam_layer_for(loaded, None) == (
-        "stage4_block1_preact_relu", "figure4's for pgds_resnet on the ci profile")
+        "stage2_block1_preact_relu+stage3_block1_preact_relu",
+        "figure4's for pgds_resnet on the ci profile")
+    assert predict.heatmap_method_for(loaded, None) == "layercam"
+    assert predict.heatmap_method_for(loaded, "gradcam") == "gradcam"
     without_profile = predict.LoadedModel(loaded.model, loaded.architecture,
                                           {**loaded.run_config, "profile": None}, loaded.input_shape)
     assert predict.gradcam_layer_for(without_profile, None) == ("post_relu", "registry (pgds_resnet)")
+    assert predict.heatmap_method_for(without_profile, None) == "gradcam"
     # a generic model: the last 4-D convolution-like layer, never a pooling layer
     inputs = keras.Input((16, 16, 1))
     x = keras.layers.Conv2D(4, 3, name="conv_a")(inputs)
@@ -196,3 +201,6 @@ def test_gradcam_layer_choice(weights):
     generic = predict.LoadedModel(keras.Model(inputs, outputs), None, None, (16, 16, 1))
     assert predict.gradcam_layer_for(generic, None) == ("relu_a", "last 4-D convolution-like layer")
     assert predict.gradcam_layer_for(generic, "conv_a")[0] == "conv_a"
+    assert predict.gradcam_layer_for(generic, "conv_a+relu_a")[0] == "conv_a+relu_a"
+    with pytest.raises(InputError, match="'nope' is not a layer"):
+        predict.gradcam_layer_for(generic, "conv_a+nope")

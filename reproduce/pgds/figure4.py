@@ -1,13 +1,13 @@
 """Tang 2023 Figure 4 (Grad-CAM overlays) and the heat-maps' localisation scores.
 
-    python -m reproduce.pgds.figure4 --profile default [--method gradcam|gradcam++]
+    python -m reproduce.pgds.figure4 --profile default [--method gradcam|gradcam++|layercam]
                                      [--layer NAME] [--list-layers]
 
 Writes, in the results folder:
 
 - `figure4.png`: for each subtype (T13, T18, T21, rare) two test images and one normal test
   image for contrast, each as (A) the frame the network saw (the whole frame resized to the
-  model input, no crop) and (B) its Grad-CAM heat-map (tf-keras-vis, `reproduce.gradcam`) over
+  model input, no crop) and (B) its heat-map (tf-keras-vis, `reproduce.gradcam`) over
   it, with one colour bar. Images are drawn at random (seeded) among the true positives
   (true negatives for normal) when there are any. Diseased frames show the genetic-disease
   class's map (the map that is scored), normal frames the normal class's. On the phantom the
@@ -24,13 +24,15 @@ Writes, in the results folder:
 Masks are resized to the model input by nearest neighbour with half-pixel centres
 (`cv2.INTER_NEAREST_EXACT`), the geometry of the bilinear resize that makes the model input
 (the whole de-identified frame, already cropped to the scan sector with its masks, resized),
-so map and mask line up pixel for pixel. The layer is `pipeline.gradcam_layer(profile, arch)`
-unless `--layer` names another (`--list-layers` prints the candidates): the last conv block's
-output on the paper profile, as the paper; one stage earlier on ci/default, whose inputs are a
-third of the paper's, so that the map keeps about the paper's cells per face (8x9 at 128x140;
-the last block's would be 4x5, coarser than the facial structures it is scored against). The
-layer used is written in the figure's title and in every CSV row (DESIGN.md, "Scoring
-heat-maps").
+so map and mask line up pixel for pixel. Method and layer are the profile's
+(`pipeline.HEATMAP_SETTINGS`) unless `--method` / `--layer` name others (`--list-layers`
+prints the candidates): on the paper profile Grad-CAM of the last conv block's output, as the
+paper; on ci/default, whose inputs are a third of the paper's, LayerCAM two stages earlier,
+so that the map keeps the paper's cells per face (16x18 at 128x140, the paper's 13x14 at
+400x440; the last block's would be 4x5, coarser than the facial structures it is scored
+against), with per-position weights (Grad-CAM's map-wide channel weights put the evidence of
+one subtype on every face; README, "Departures"). Method and layer are written in the
+figure's title and in every CSV row (DESIGN.md, "Scoring heat-maps").
 """
 from __future__ import annotations
 
@@ -70,11 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "localisation scores against the phantom's truth masks "
                     "(gradcam_localisation.csv/.md).")
     pipeline.add_common_args(parser)
-    parser.add_argument("--method", choices=gradcam.METHODS, default="gradcam",
-                        help="Grad-CAM (the paper's) or Grad-CAM++ (default: gradcam)")
+    parser.add_argument("--method", choices=gradcam.METHODS, default=None,
+                        help="heat-map method: gradcam (the paper's), gradcam++ or layercam "
+                             "(default: the profile's: gradcam on paper, layercam on ci and "
+                             "default; pipeline.HEATMAP_SETTINGS)")
     parser.add_argument("--layer", default=None,
                         help="layer whose activations are weighted (default: the last conv "
-                             "block's output on the paper profile, one stage earlier on ci and "
+                             "block's output on the paper profile, two stages earlier on ci and "
                              "default; see --list-layers)")
     parser.add_argument("--arch", choices=pipeline.ARCHITECTURES, default=DEFAULT_ARCH,
                         help="which trained architecture to explain (default: pgds_resnet)")
@@ -184,14 +188,21 @@ def hit_rate_true_positives(table: pd.DataFrame) -> tuple[int, int]:
     return int(positives["pointing_game_hit"].sum()), int(len(positives))
 
 
+def grid_text(grid_hw) -> str:
+    """'16x18' for one (h, w) feature map, '32x35 + 16x18' for several (fused layers)."""
+    grids = grid_hw if grid_hw and isinstance(grid_hw[0], (tuple, list)) else [grid_hw]
+    return " + ".join(f"{int(h)}x{int(w)}" for h, w in grids)
+
+
 def localisation_markdown(table: pd.DataFrame, *, label: str, model_name: str, layer: str,
-                          grid_hw: Sequence[int], input_hw: Sequence[int], method: str,
+                          grid_hw, input_hw: Sequence[int], method: str,
                           threshold: float, rule: str, skipped: int, has_masks: bool) -> str:
     """The .md beside gradcam_localisation.csv: setting, summary table, acceptance line."""
     height, width = int(input_hw[0]), int(input_hw[1])
-    lines = [f"# Grad-CAM localisation against truth masks -- {label}", ""]
+    lines = [f"# {gradcam.METHOD_TITLES.get(method, method)} localisation against truth masks -- {label}",
+             ""]
     lines.append(f"Model: {model_name}; method: {method}; layer: `{layer}` "
-                 f"({int(grid_hw[0])}x{int(grid_hw[1])} feature map at {height}x{width} input, "
+                 f"({grid_text(grid_hw)} feature map at {height}x{width} input, "
                  f"H x W); class scored: genetic disease. Operating threshold {threshold:.4g} "
                  f"({rule} on the training split); called_positive = score >= threshold.")
     lines.append("")
@@ -283,18 +294,25 @@ def _heatmaps(model, inputs: np.ndarray, classes, layer: str, method: str) -> np
         raise InputError(None, f"Grad-CAM at layer {layer!r}: {err}") from None
 
 
-def _check_layer(model, layer: str) -> tuple[int, int]:
-    """The layer's feature-map (h, w); InputError naming the candidates when unusable."""
+def _check_layer(model, layer: str) -> list[tuple[int, int]]:
+    """Each named layer's feature-map (h, w) (several: joined by '+' or ','); InputError
+    naming the candidates when one is unusable."""
     layers = dict(feature_layers(model))
-    if layer not in layers:
-        raise InputError(None, f"--layer {layer!r} is not a layer of {model.name!r} with a "
-                         f"(H, W, C) output; choose one of: {', '.join(layers)}")
-    return int(layers[layer][0]), int(layers[layer][1])
+    try:
+        names = gradcam.layer_names(layer)
+    except ValueError as err:
+        raise InputError(None, f"--layer: {err}") from None
+    for name in names:
+        if name not in layers:
+            raise InputError(None, f"--layer {name!r} is not a layer of {model.name!r} with a "
+                             f"(H, W, C) output; choose from: {', '.join(layers)}")
+    return [(int(layers[name][0]), int(layers[name][1])) for name in names]
 
 
 def make_outputs(ctx: pipeline.StudyContext, arch: str = DEFAULT_ARCH, layer: str | None = None,
-                 method: str = "gradcam"):
+                 method: str | None = None):
     """(figure, localisation table, markdown) for the context (models trained on first use)."""
+    method = method or pipeline.heatmap_method(ctx.profile)
     model_name = pipeline.DISPLAY_NAMES[arch]
     frame = pipeline.predictions(ctx, arch)
     threshold = pipeline.operating_threshold(ctx, arch)
@@ -316,7 +334,7 @@ def make_outputs(ctx: pipeline.StudyContext, arch: str = DEFAULT_ARCH, layer: st
             keep.append(index)
     scored = test.loc[keep]
     has_masks = bool(keep)
-    pipeline.say(f"grad-cam ({method}, layer {layer}, {grid_hw[0]}x{grid_hw[1]} map): "
+    pipeline.say(f"heat-maps ({method}, layer {layer}, {grid_text(grid_hw)} map): "
                  f"{len(scored)} diseased test images with truth masks")
     heats = None
     if has_masks:
@@ -352,12 +370,13 @@ def make_outputs(ctx: pipeline.StudyContext, arch: str = DEFAULT_ARCH, layer: st
             caption=caption, mask=mask,
             heat_title=("map of genetic disease" if row.y_true == 1 else "map of normal")
             + (" (all 0)" if not example_heats[i].any() else "")))
-    title = (f"Figure 4  Grad-CAM{'++' if method == 'gradcam++' else ''} heat-maps of "
-             f"{model_name}, layer '{layer}' ({grid_hw[0]}x{grid_hw[1]} map) -- "
+    title = (f"Figure 4  {gradcam.METHOD_TITLES[method]} heat-maps of "
+             f"{model_name}, layer '{layer}' ({grid_text(grid_hw)} map) -- "
              f"{pipeline.results_label(ctx)}\n"
              f"test images at the model input ({input_hw[1]}x{input_hw[0]}, W x H); A: frame "
              f"with the model's P(genetic disease) and call at threshold {threshold:.3g}; B: "
-             "Grad-CAM of the genetic-disease class (of the normal class on normal frames)")
+             f"{gradcam.METHOD_TITLES[method]} of the genetic-disease class (of the normal "
+             "class on normal frames)")
     if has_masks:
         hits, positives = hit_rate_true_positives(table)
         title += (f"; white dashes: truth mask; pointing game on true positives "

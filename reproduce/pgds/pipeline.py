@@ -70,10 +70,15 @@ TEST_SIZE, VAL_SIZE = 0.2, 0.1
 PREDICTION_COLUMNS = ("image_path", "abs_path", "case_id", "label", "subtype", "split", "y_true",
                       "score", "gestational_week", "mask_path")
 THRESHOLD_FILE = "threshold.json"
-# Grad-CAM layer: stages before the last conv block, per profile. The paper reads the last conv
-# layer (a 13x14 map at its 400x440 input); at the third-size inputs of ci and default that map
-# is 4x5 or smaller, coarser than the facial structures, so they read one stage earlier.
-GRADCAM_STAGES_BEFORE_LAST = {"ci": 1, "default": 1, "paper": 0}
+# Heat-map per profile: (method, stages before the last conv block whose output is read).
+# The paper: Grad-CAM of the last conv layer, a 13x14 map at its 400x440 input. At the
+# third-size inputs of ci and default that map is 4x5 or smaller, coarser than the facial
+# structures; two stages earlier gives 16x18 at 128x140, the paper's map resolution. There
+# Grad-CAM's map-wide channel weights spread the evidence of one subtype onto every face
+# (a jaw detector lights the jaw of a T21 frame), so ci/default use LayerCAM, whose weights
+# are per position (reproduce.gradcam; measured in README "Departures").
+HEATMAP_SETTINGS = {"ci": ("layercam", (3, 2)), "default": ("layercam", (3, 2)),
+                    "paper": ("gradcam", (0,))}
 _PREPARED = "prepared.json"
 
 
@@ -422,10 +427,17 @@ def train_config(ctx: StudyContext, arch: str):
 
 
 def gradcam_layer(profile: str, arch: str) -> str:
-    """The layer Grad-CAM reads for `arch` trained under `profile` (GRADCAM_STAGES_BEFORE_LAST)."""
+    """The layer(s) the heat-maps read for `arch` trained under `profile` (HEATMAP_SETTINGS;
+    several are joined by '+', as reproduce.gradcam.layer_names reads them)."""
     from models.registry import gradcam_layer as registry_layer
 
-    return registry_layer(arch, stages_before_last=GRADCAM_STAGES_BEFORE_LAST.get(profile, 0))
+    stages = HEATMAP_SETTINGS.get(profile, HEATMAP_SETTINGS["paper"])[1]
+    return "+".join(registry_layer(arch, stages_before_last=k) for k in stages)
+
+
+def heatmap_method(profile: str) -> str:
+    """The heat-map method (reproduce.gradcam.METHODS) of `profile` (HEATMAP_SETTINGS)."""
+    return HEATMAP_SETTINGS.get(profile, HEATMAP_SETTINGS["paper"])[0]
 
 
 def run_dir(ctx: StudyContext, arch: str) -> Path:

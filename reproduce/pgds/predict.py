@@ -2,7 +2,7 @@
 
     python -m reproduce.pgds.predict --images DIR --weights W.keras [--out DIR]
         [--threshold T | --threshold-rule max_f1|youden] [--architecture NAME]
-        [--gradcam-layer NAME] [--method gradcam|gradcam++] [--force]
+        [--gradcam-layer NAME] [--method gradcam|gradcam++|layercam] [--force]
 
 Every image under DIR (recursively; suffixes of data_prep.io.IMAGE_SUFFIXES, or DICOM by
 content; hidden files skipped) is read with data_prep.io, blanked outside its scan sector and
@@ -15,7 +15,7 @@ saw. Output in --out:
 - `predictions.csv`: image (path relative to DIR), probability (P(genetic disease)), call
   (genetic_disease when probability >= threshold, else normal), threshold, error (empty when
   the frame was processed), threshold_source, overlay;
-- `overlays/<image>.png`: the (cropped) frame and its Grad-CAM heat-map for the genetic-disease class
+- `overlays/<image>.png`: the (cropped) frame and its heat-map for the genetic-disease class
   (tf-keras-vis, reproduce.gradcam) side by side with a colour bar.
 
 The threshold: --threshold, else the one recorded beside the weights (`threshold.json` that
@@ -23,7 +23,9 @@ reproduce.pgds.pipeline writes into the run folder of `selected.keras`; chosen o
 training split by --threshold-rule), else 0.5; the CSV says which. The Grad-CAM layer:
 --gradcam-layer, else the one reproduce.pgds.figure4 reads for the architecture and profile
 recorded in the run folder's `run.json` (`pipeline.gradcam_layer`), else the registry's last
-conv block, else the model's last 4-D convolution-like layer.
+conv block, else the model's last 4-D convolution-like layer. The method (--method): the
+profile's likewise (`pipeline.heatmap_method`: LayerCAM on ci/default, Grad-CAM on paper),
+else Grad-CAM.
 
 Weights: a whole model (`.keras`, as training saves it) or weights only (`.weights.h5`,
 built as --architecture with the options of the run.json beside it, else the registry's
@@ -54,6 +56,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from data_prep.errors import EXIT_BAD_INPUT, InputError  # noqa: E402
+from reproduce import gradcam  # noqa: E402
 
 CSV_COLUMNS = ("image", "probability", "call", "threshold", "error", "threshold_source", "overlay")
 DEFAULT_THRESHOLD = 0.5
@@ -224,21 +227,35 @@ def gradcam_layer_for(loaded: LoadedModel, requested: str | None) -> tuple[str, 
 
     names = [layer.name for layer in loaded.model.layers]
     if requested:
-        if requested not in names:
-            raise InputError(None, f"--gradcam-layer '{requested}' is not a layer of the model "
+        try:
+            missing = [name for name in gradcam.layer_names(requested) if name not in names]
+        except ValueError as err:
+            raise InputError(None, f"--gradcam-layer: {err}") from None
+        if missing:
+            raise InputError(None, f"--gradcam-layer '{missing[0]}' is not a layer of the model "
                              f"(last layers: {', '.join(names[-6:])})")
         return requested, "--gradcam-layer"
     if loaded.architecture in registry.MODEL_NAMES:
         profile = (loaded.run_config or {}).get("profile")
         if profile and loaded.architecture in pipeline.ARCHITECTURES:
             layer = pipeline.gradcam_layer(profile, loaded.architecture)
-            if layer in names:
+            if all(name in names for name in gradcam.layer_names(layer)):
                 return layer, f"figure4's for {loaded.architecture} on the {profile} profile"
         layer = registry.gradcam_layer(loaded.architecture,
                                        **_registry_options(loaded.architecture, loaded.run_config))
         if layer in names:
             return layer, f"registry ({loaded.architecture})"
     return last_conv_like_layer(loaded.model), "last 4-D convolution-like layer"
+
+
+def heatmap_method_for(loaded: LoadedModel, requested: str | None) -> str:
+    """--method, else figure4's for the profile in the run folder's run.json, else gradcam."""
+    from reproduce.pgds import pipeline
+
+    if requested:
+        return requested
+    profile = (loaded.run_config or {}).get("profile")
+    return pipeline.heatmap_method(profile) if profile in pipeline.HEATMAP_SETTINGS else "gradcam"
 
 
 def last_conv_like_layer(model) -> str:
@@ -310,14 +327,14 @@ def predict_folder(images_dir: Path, loaded: LoadedModel, out_dir: Path, thresho
     from data_prep.deidentify import crop_to_sector
     from data_prep.io import read_grayscale
     from data_prep.preprocess import min_max
-    from reproduce import gradcam
 
     frames = list_frames(images_dir)
     if not frames:
         raise InputError(images_dir, "no image files found (suffixes .jpg .jpeg .png .dcm .bmp "
                          ".tif .tiff, or DICOM)")
     print(f"predict: {len(frames)} frame(s) under {images_dir}; threshold {threshold:g} "
-          f"({threshold_source}); Grad-CAM layer {layer} ({layer_source}); "
+          f"({threshold_source}); {gradcam.METHOD_TITLES[method]} at layer {layer} "
+          f"({layer_source}); "
           f"{'cropped to the scan sector' if sector_crop else 'frames used as they are'}",
           file=sys.stderr, flush=True)
     rows: list[dict] = []
@@ -347,7 +364,8 @@ def predict_folder(images_dir: Path, loaded: LoadedModel, out_dir: Path, thresho
             call = "genetic_disease" if probability >= threshold else "normal"
             overlay_rel = Path("overlays") / (frames[index].as_posix() + ".png")
             title = (f"{frames[index].as_posix()}\nP(genetic disease) = {probability:.3g} -> "
-                     f"{call} (threshold {threshold:.3g}); map of the disease class")
+                     f"{call} (threshold {threshold:.3g}); {gradcam.METHOD_TITLES[method]} of "
+                     "the disease class")
             gradcam.save_overlay_figure(min_max(grays[index]), heat, out_dir / overlay_rel, title=title)
             rows[index].update(probability=float(probability), call=call,
                                overlay=overlay_rel.as_posix())
@@ -387,7 +405,8 @@ def run(args: argparse.Namespace) -> int:
     threshold, source = threshold_for(Path(args.weights), args.threshold, args.threshold_rule)
     with atomic.staged_dir(out_dir, overwrite=True) as stage:
         table = predict_folder(images_dir, loaded, stage, threshold, source, layer, layer_source,
-                               args.method, sector_crop=not args.no_sector_crop)
+                               heatmap_method_for(loaded, args.method),
+                               sector_crop=not args.no_sector_crop)
         atomic.write_csv(stage / "predictions.csv", table)
     failed = table[table["error"] != ""]
     done = len(table) - len(failed)
@@ -423,11 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="registry architecture of the weights (default: from run.json "
                              "beside them; pgds_resnet for a .weights.h5 file without one)")
     parser.add_argument("--gradcam-layer", default=None,
-                        help="layer for Grad-CAM (default: the one figure4 reads for the "
+                        help="layer for the heat-map, or several joined by '+' (averaged) "
+                             "(default: the one(s) figure4 reads for the "
                              "architecture and profile in run.json, else the registry's, else "
                              "the last 4-D convolution-like layer)")
-    parser.add_argument("--method", choices=("gradcam", "gradcam++"), default="gradcam",
-                        help="heat-map method (tf-keras-vis; default gradcam, the paper's)")
+    parser.add_argument("--method", choices=gradcam.METHODS, default=None,
+                        help="heat-map method (tf-keras-vis): gradcam (the paper's), gradcam++ "
+                             "or layercam; default: figure4's for the profile recorded in the "
+                             "run folder's run.json, else gradcam")
     parser.add_argument("--no-sector-crop", action="store_true",
                         help="use the frames as they are: they are already blanked outside the "
                              "scan sector and cropped to it (python -m data_prep deidentify "
