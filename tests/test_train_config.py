@@ -29,6 +29,14 @@ def test_paper_profile_is_tang2023():
     assert config.width is None and config.l2 is None  # registry defaults: paper width, L2 1e-4
 
 
+@pytest.mark.parametrize("profile, arch, width", [
+    ("default", "pgds_resnet", 8), ("default", "resnet34", 8), ("default", "vgg16", 4),
+    ("default", "vgg19", 4), ("ci", "vgg16", 4), ("paper", "vgg16", None)])
+def test_profile_width_per_architecture(profile, arch, width):
+    assert cfg.make_config("pgds", arch, profile).width == width
+    assert cfg.make_config("pgds", arch, profile, width=16).width == 16  # --width wins
+
+
 def test_overrides_and_json_roundtrip():
     config = cfg.make_config("pgds", "vgg16", "ci", epoch_grid=[1, 3], seed=5, batch_size=None,
                              model_options={"dropout": 0.1})
