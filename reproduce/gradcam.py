@@ -233,7 +233,8 @@ def overlay(gray: np.ndarray, heat: np.ndarray, alpha: float = 0.4,
 
 def save_overlay_figure(gray: np.ndarray, heat: np.ndarray, out_png: str | Path,
                         title: str | None = None, colorbar: bool = True,
-                        alpha: float = 0.4, cmap: str = "jet") -> Path:
+                        alpha: float = 0.4, cmap: str = "jet",
+                        method: str = "gradcam") -> Path:
     """Figure 4 style: (A) the original frame, (B) the heat-map over it, with a colour bar."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -249,7 +250,7 @@ def save_overlay_figure(gray: np.ndarray, heat: np.ndarray, out_png: str | Path,
     left.set_title("A  original")
     right.imshow(base, cmap="gray", vmin=0.0, vmax=1.0)
     shown = right.imshow(heat, cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha)
-    right.set_title("B  Grad-CAM heat-map")
+    right.set_title(f"B  {METHOD_TITLES.get(method, method)} heat-map")
     for axis in (left, right):
         axis.set_axis_off()
     if colorbar:

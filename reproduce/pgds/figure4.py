@@ -381,7 +381,7 @@ def make_outputs(ctx: pipeline.StudyContext, arch: str = DEFAULT_ARCH, layer: st
         hits, positives = hit_rate_true_positives(table)
         title += (f"; white dashes: truth mask; pointing game on true positives "
                   f"{hits}/{positives}")
-    figure = plots.figure4(examples, title=title)
+    figure = plots.figure4(examples, title=title, method_title=gradcam.METHOD_TITLES[method])
     return figure, table, markdown
 
 

@@ -11,9 +11,9 @@ Every public function here takes tables or arrays and returns a `matplotlib.figu
   bootstrap CI band (pROC ``ci.se``, 200 replicates, Hong 2021) and each reader's point, filled
   when inside the band and hollow when outside (`stats.outside_band`); (d) one small confusion
   matrix per reader and the model's on the same images, on one colour scale.
-- `figure4(examples, ...)`: Grad-CAM heat-maps; one row per group (T13, T18, T21, rare,
-  normal), each example as an (original, heat-map overlay) pair, the truth-mask outline on the
-  overlay when known, one colour bar.
+- `figure4(examples, ...)`: heat-maps (Grad-CAM or LayerCAM); one row per group (T13, T18,
+  T21, rare, normal), each example as an (original, heat-map overlay) pair, the truth-mask
+  outline on the overlay when known, one colour bar.
 - `figure_s1(table, ...)`: violins of the gestational week per class and per subtype with n and
   mean ± SD over each, the paper's 14.8 ± 2.6 (range 11-27) in the caption.
 - `figure_s2(image, ...)`: the augmentation panel of `data_prep.augment.figure_s2` (same
@@ -410,9 +410,10 @@ class HeatmapExample:
 
 def figure4(examples: Sequence[HeatmapExample], *, title: str = "", alpha: float = 0.4,
             per_row: int = 2, panel_inches: float = 1.8,
-            interpolation: str = "nearest") -> Figure:
-    """Rows of (original, Grad-CAM overlay) pairs, one row per group in `GROUP_ORDER`
-    (unknown groups after them), at most `per_row` examples per row; one colour bar."""
+            interpolation: str = "nearest", method_title: str = "Grad-CAM") -> Figure:
+    """Rows of (original, heat-map overlay) pairs, one row per group in `GROUP_ORDER`
+    (unknown groups after them), at most `per_row` examples per row; one colour bar labelled
+    with `method_title` (Grad-CAM, LayerCAM, ...)."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
@@ -457,7 +458,7 @@ def figure4(examples: Sequence[HeatmapExample], *, title: str = "", alpha: float
             axes[row, 0].set_ylabel(GROUP_NAMES.get(group, group), fontsize=10)
         bar = figure.colorbar(ScalarMappable(Normalize(0, 1), cmap=HEATMAP_CMAP),
                               ax=list(axes.ravel()), shrink=0.5, pad=0.02)
-        bar.set_label("Grad-CAM importance (normalised per image)")
+        bar.set_label(f"{method_title} importance (normalised per image)")
         _suptitle(figure, title, 10)
     return figure
 

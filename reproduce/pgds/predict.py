@@ -366,7 +366,8 @@ def predict_folder(images_dir: Path, loaded: LoadedModel, out_dir: Path, thresho
             title = (f"{frames[index].as_posix()}\nP(genetic disease) = {probability:.3g} -> "
                      f"{call} (threshold {threshold:.3g}); {gradcam.METHOD_TITLES[method]} of "
                      "the disease class")
-            gradcam.save_overlay_figure(min_max(grays[index]), heat, out_dir / overlay_rel, title=title)
+            gradcam.save_overlay_figure(min_max(grays[index]), heat, out_dir / overlay_rel,
+                                        title=title, method=method)
             rows[index].update(probability=float(probability), call=call,
                                overlay=overlay_rel.as_posix())
             print(f"predict: {frames[index].as_posix()}: P = {probability:.3g} -> {call}",
