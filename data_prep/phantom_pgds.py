@@ -19,10 +19,13 @@ by brightness: the disease signal is the SHAPE of the profile (Tang 2023, sectio
 
 Head size grows with the gestational week (11-27, skewed, mean about 14.8, sd about 2.6), the
 pose is jittered (rotation, translation, scale) and each case has up to three views whose head
-rotation differs by 0, 7 and 14 degrees (the paper's rotated 3-D volume planes). Every image has
-a truth mask of its abnormal structure(s) (whole structure plus a margin; empty for normal) and
-fake burned-in PHI outside the sector (name, ID, date, hospital, scanner text, grey-scale bar,
-ECG trace) with its own pixel mask, so de-identification can be tested.
+rotation differs by 0, 7 and 14 degrees (the paper's rotated 3-D volume planes). The head is
+placed by the same fetus WITHOUT its markers, and the lips, jaw and neck hang from that natural
+face, so a marker changes its own structure and nothing else: no position cue of the class.
+Every image has a truth mask of its abnormal structure(s) (the marked structures and every
+pixel that differs from the same fetus without the markers, plus a margin; empty for normal)
+and fake burned-in PHI outside the sector (name, ID, date, hospital, scanner text, grey-scale
+bar, ECG trace) with its own pixel mask, so de-identification can be tested.
 
 Output folder (see `generate`): `manifest.csv`, `images/`, `masks/`, `phi_masks/` (PNG, named
 `<case_id>_v<view>.png`), `sector_mask.png`, `phi_truth.json` (the fake PHI strings per case;
@@ -64,8 +67,9 @@ MANIFEST_COLUMNS = ("image_path", "case_id", "label", "subtype", "gestational_we
 # Bumped whenever the same seed and profile would render different frames, so a phantom made
 # by an older checkout (in the git-ignored runs/) is regenerated, not reused. 2: heads placed
 # by the natural face (no position cue of the class); 3: lips, palate and jaw hang from the
-# natural face, so a nose or lip marker does not move the chin.
-GENERATOR_VERSION = 3
+# natural face, so a nose or lip marker does not move the chin; 4: the neck hangs from the
+# natural jaw, and truth masks hold every pixel the markers changed.
+GENERATOR_VERSION = 4
 
 # Per-case random streams: np.random.default_rng([seed, case_number, STREAM, ...]) so every case
 # is rendered independently of the others (order-independent, parallelisable).
@@ -242,10 +246,10 @@ class FaceShape:
     face_scale: float = 1.3       # face size relative to the cranium (grows with gestation)
     skull_thickness: float = 0.035
     plexus_scale: float = 1.0     # choroid plexus fills less of the brain later in gestation
-    # (nasion depth, nose length, nose projection, upper lip) of the natural face, from which
-    # the lips, palate and jaw hang; None: this face's own. Set for every sampled face, so a
-    # nose or lip marker changes the nose or lip, not the position of the chin below it.
-    anchor: tuple[float, float, float, float] | None = None
+    # The same fetus without its markers, from which the lips, palate, jaw and neck hang (None:
+    # this face itself). Set for every sampled face, so a nose, lip or jaw marker changes that
+    # structure, not the position of the structures below it.
+    natural: "FaceShape | None" = None
     markers: list[str] = field(default_factory=list)   # names of the abnormalities drawn
     regions: list[str] = field(default_factory=list)   # truth-mask regions to fill
 
@@ -274,8 +278,8 @@ def sample_face_shapes(subtype: str, week: float,
     # A few normal fetuses have a short nasal bone (a known false-positive source for T21).
     if subtype == "normal" and rng.random() < 0.03:
         shape.nasal_bone *= rng.uniform(0.5, 0.7)
-    shape.anchor = (shape.nasion_depth, shape.nose_length, shape.nose_projection, shape.upper_lip)
     natural = dataclasses.replace(shape, markers=[], regions=[])
+    shape.natural = natural
     if subtype == "T21":
         if rng.random() < 0.55:
             shape.nasal_bone = 0.0
@@ -423,10 +427,8 @@ def build_face_geometry(shape: FaceShape) -> FaceGeometry:
     forehead = skin(-14.0) + [shape.boss, 0.0]
     nasion = skin(10.0) - [shape.nasion_depth, 0.0]
     fs, js = shape.face_scale, shape.jaw_scale
-    anchor_depth, anchor_length, anchor_proj, anchor_lip = (
-        shape.anchor or (shape.nasion_depth, shape.nose_length, shape.nose_projection,
-                         shape.upper_lip))
-    anchor_nasion = skin(10.0) - [anchor_depth, 0.0]
+    base = shape.natural or shape
+    anchor_nasion = skin(10.0) - [base.nasion_depth, 0.0]
 
     def face(offset) -> np.ndarray:   # the nose: hangs from this face's nasion
         return nasion + fs * np.asarray(offset, dtype=float)
@@ -440,9 +442,9 @@ def build_face_geometry(shape: FaceShape) -> FaceGeometry:
     tip_under = face([proj - 0.015, length + 0.035])
     subnasale = face([proj * 0.40, length + 0.06])
     # Where the upper lip starts on the natural face (the nose base, before any nose marker).
-    lip_base_off = np.array([anchor_proj * 0.40, anchor_length + 0.06])
+    lip_base_off = np.array([base.nose_projection * 0.40, base.nose_length + 0.06])
     lip_base = mouth(lip_base_off)
-    natural_stomion_off = lip_base_off + [anchor_lip * 0.5, 0.135]
+    natural_stomion_off = lip_base_off + [base.upper_lip * 0.5, 0.135]
     if shape.premaxilla_missing:   # the central upper lip falls back; lower lip and jaw stay
         upper_lip_off = lip_base_off + [-0.15, 0.075]
         stomion_off = lip_base_off + [-0.11, 0.15]
@@ -458,7 +460,11 @@ def build_face_geometry(shape: FaceShape) -> FaceGeometry:
     pogonion = mouth(natural_stomion_off + [0.02 - cr, 0.22 * js])
     menton = mouth(natural_stomion_off + [-0.08 - cr, 0.31 * js])
     submental = menton + fs * np.array([-0.22 * js, 0.02])
-    neck = submental + [-0.12, 0.14]
+    # The neck (and the body below it) hangs from the natural jaw: a small jaw changes the
+    # chin, not where the neck and chest are.
+    natural_menton = mouth(natural_stomion_off + [-0.08 - base.chin_retrusion,
+                                                  0.31 * base.jaw_scale])
+    neck = natural_menton + fs * np.array([-0.22 * base.jaw_scale, 0.02]) + [-0.12, 0.14]
     chest = np.array([neck + [-0.02, 0.5], neck + [-0.15, 1.3], neck + [-0.25, 2.2]])
     back = np.array([[-0.75, neck[1] + 2.0], [-0.62, neck[1] + 1.2], [-0.50, neck[1] + 0.35],
                      skin(118.0)])
@@ -728,17 +734,10 @@ def _uterine_wall(canvas: np.ndarray, layout: FrameLayout, head_top_px: float,
     cv2.circle(canvas, (int(cx), int(cy)), int(radius), float(_SKIN * 0.8), band)
 
 
-def render_view(profile: PgdsPhantomProfile, shape: FaceShape, geometry: FaceGeometry,
-                pose: Pose, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One B-mode frame (uint8, sector only; outside is 0) and its truth mask (uint8 0/255)."""
-    layout = profile.layout
-    cache = _layout_cache(layout)
+def draw_head(echo: np.ndarray, shape: FaceShape, geometry: FaceGeometry, pose: Pose) -> None:
+    """Draw the head's echogenicity (before blur, speckle and compression) into `echo`."""
     s = pose.scale
     px = pose.apply
-    echo = np.full((layout.height, layout.width), _FLUID, np.float32)
-    head_top = float(min(px(geometry.skull)[:, 1].min(), px(geometry.profile)[:, 1].min()))
-    _uterine_wall(echo, layout, head_top, rng)
-
     _fill(echo, px(geometry.head_polygon), _TISSUE)
     _fill(echo, px(geometry.brain), _BRAIN)
     _ellipse_fill(echo, pose, geometry.plexus, _PLEXUS)
@@ -766,6 +765,36 @@ def render_view(profile: PgdsPhantomProfile, shape: FaceShape, geometry: FaceGeo
     if geometry.nostril is not None:
         center, radius = geometry.nostril
         _ellipse_fill(echo, pose, (center, (radius, radius * 0.8), 0.0), _FLUID)
+
+
+#: Echogenicity difference from the natural face above which a pixel counts as changed.
+_CHANGED = 0.05
+
+
+def render_view(profile: PgdsPhantomProfile, shape: FaceShape, geometry: FaceGeometry,
+                pose: Pose, rng: np.random.Generator,
+                natural: FaceGeometry | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One B-mode frame (uint8, sector only; outside is 0) and its truth mask (uint8 0/255).
+
+    The truth mask is the convex hull of each marked region (`shape.regions`) and, given the
+    `natural` face's geometry, every pixel whose echogenicity differs from it (so the mask
+    holds all that the markers changed, and nothing else), dilated by a margin of 0.06 head
+    units and clipped to the sector."""
+    layout = profile.layout
+    cache = _layout_cache(layout)
+    s = pose.scale
+    px = pose.apply
+    echo = np.full((layout.height, layout.width), _FLUID, np.float32)
+    head_top = float(min(px(geometry.skull)[:, 1].min(), px(geometry.profile)[:, 1].min()))
+    _uterine_wall(echo, layout, head_top, rng)
+    draw_head(echo, shape, geometry, pose)
+    changed = None
+    if natural is not None and shape.regions:
+        marked = np.full(echo.shape, _FLUID, np.float32)
+        unmarked = np.full(echo.shape, _FLUID, np.float32)
+        draw_head(marked, shape, geometry, pose)
+        draw_head(unmarked, shape.natural or shape, natural, pose)
+        changed = np.abs(marked - unmarked) > _CHANGED
 
     height, width = echo.shape
     echo = cv2.GaussianBlur(echo, (0, 0), sigmaX=0.004 * layout.sector_width + 0.3,
@@ -806,6 +835,8 @@ def render_view(profile: PgdsPhantomProfile, shape: FaceShape, geometry: FaceGeo
         if len(points):
             hull = cv2.convexHull(px(points).astype(np.float32))
             _fill(mask, hull.reshape(-1, 2), 255)
+    if changed is not None:
+        mask[changed] = 255
     if mask.any():
         radius = max(1, int(round(0.06 * s)))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
@@ -1013,7 +1044,7 @@ def render_case(profile: PgdsPhantomProfile, case: PlannedCase, seed: int, out_d
     for view in case.views:
         rng = np.random.default_rng([seed, number, _STREAM_VIEW, view])
         pose = fit_view_pose(profile, case_pose, view, placement, rng)
-        frame, mask = render_view(profile, shape, geometry, pose, rng)
+        frame, mask = render_view(profile, shape, geometry, pose, rng, natural=placement)
         overlay, phi_mask = draw_overlay(profile.layout, phi, view, rng)
         frame = np.where(overlay > 0, overlay, frame)
         stem = f"{case.case_id}_v{view:02d}"

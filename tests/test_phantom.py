@@ -145,6 +145,33 @@ def test_head_placement_does_not_depend_on_the_markers(tmp_path):
             assert np.allclose(chins[subtype], chins["normal"], atol=1e-6), (number, subtype)
 
 
+@pytest.mark.parametrize("subtype", ["T21", "T18", "T13", "rare"])
+def test_truth_mask_holds_every_pixel_the_markers_changed(subtype):
+    """The mask is the marked regions plus every pixel whose echogenicity differs from the
+    same fetus without its markers; a jaw marker changes the jaw, not the neck below it."""
+    layout = CI.layout
+    for number in range(8):
+        rng = np.random.default_rng([21, number])
+        natural, shape = phantom_pgds.sample_face_shapes(subtype, 15.0, rng)
+        geometry = phantom_pgds.build_face_geometry(shape)
+        placement = phantom_pgds.build_face_geometry(natural)
+        case_pose = phantom_pgds.sample_case_pose(CI, 15.0, (0,), rng)
+        pose = phantom_pgds.fit_view_pose(CI, case_pose, 0, placement, rng)
+        _, mask = phantom_pgds.render_view(CI, shape, geometry, pose, rng, natural=placement)
+        marked, unmarked = (np.full((layout.height, layout.width), 0.0, np.float32)
+                            for _ in range(2))
+        phantom_pgds.draw_head(marked, shape, geometry, pose)
+        phantom_pgds.draw_head(unmarked, natural, placement, pose)
+        changed = (np.abs(marked - unmarked) > 0.05) & phantom_pgds.sector_mask(layout)
+        assert changed.any()
+        assert (mask[changed] > 0).all(), (subtype, number, shape.markers)
+        # and the mask stays local: within the face, not the whole frame
+        assert (mask > 0).mean() < 0.12
+        if "micrognathia" in shape.markers:   # the neck does not move with the jaw
+            body = 3 + 4 + 60   # chest, back and back of the head close head_polygon
+            assert np.allclose(geometry.head_polygon[-body:], placement.head_polygon[-body:])
+
+
 def test_case_ids_do_not_carry_the_label():
     cases = phantom_pgds.plan_cases(PAPER, 0)
     first_abnormal = [c.case_number for c in cases if c.label == "genetic_disease"][:5]
