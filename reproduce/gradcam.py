@@ -304,6 +304,16 @@ def pointing_game_hit(heat: np.ndarray, mask: np.ndarray, tolerance_px: float) -
     return bool(distance_to_mask[row, col] <= tolerance_px)
 
 
+def pointing_chance(mask: np.ndarray, tolerance_px: float) -> float:
+    """The pointing game's chance level for this mask: the share of pixels that lie on the mask
+    or within `tolerance_px` of it, i.e. the hit probability of a maximum dropped uniformly at
+    random on the image (a large mask is easy to hit; this says how easy)."""
+    mask = np.asarray(mask) > 0
+    if mask.ndim != 2 or not mask.any():
+        raise ValueError(f"mask must be a non-empty 2-D array, got shape {mask.shape}")
+    return float(np.mean(ndimage.distance_transform_edt(~mask) <= tolerance_px))
+
+
 def energy_inside(heat: np.ndarray, mask: np.ndarray) -> float:
     """Share of the map's total (non-negative) energy inside the mask; 0.0 for an all-zero map."""
     heat, mask = _check_pair(heat, mask)
@@ -317,7 +327,8 @@ def localisation_table(heats: Sequence[np.ndarray] | np.ndarray,
                        masks: Sequence[np.ndarray] | np.ndarray, *,
                        image_ids: Sequence[str] | None = None,
                        tolerance_px: float | None = None) -> pd.DataFrame:
-    """One row per image: image, hit, energy_inside, mask_area_share, tolerance_px.
+    """One row per image: image, hit, energy_inside, mask_area_share, tolerance_px,
+    chance_hit (`pointing_chance`).
 
     `tolerance_px` defaults to `pointing_tolerance_px` of each map's size. The summary
     (`localisation_summary`) is also stored in `table.attrs["summary"]`.
@@ -334,13 +345,14 @@ def localisation_table(heats: Sequence[np.ndarray] | np.ndarray,
         try:
             hit = pointing_game_hit(heat, mask, tolerance)
             share = energy_inside(heat, mask)
+            chance = pointing_chance(mask, tolerance)
         except ValueError as err:
             raise ValueError(f"image {image}: {err}") from None
         rows.append({"image": image, "hit": hit, "energy_inside": share,
                      "mask_area_share": float(np.mean(np.asarray(mask) > 0)),
-                     "tolerance_px": tolerance})
+                     "tolerance_px": tolerance, "chance_hit": chance})
     table = pd.DataFrame(rows, columns=["image", "hit", "energy_inside", "mask_area_share",
-                                        "tolerance_px"])
+                                        "tolerance_px", "chance_hit"])
     table.attrs["summary"] = localisation_summary(table)
     return table
 

@@ -312,6 +312,21 @@ def test_localisation_table_uses_scaled_tolerance_and_ids():
     assert summary["hit_rate_lo"] < 0.5 < summary["hit_rate_hi"]
 
 
+def test_pointing_chance_is_the_share_of_pixels_near_the_mask():
+    mask = np.zeros((40, 50), bool)
+    mask[10:20, 10:20] = True
+    assert gradcam.pointing_chance(mask, 0.0) == pytest.approx(100 / 2000)
+    # within 2 px: the 14x14 square with its 4 corners cut to quarter discs of radius 2
+    by_hand = sum(1 for r in range(40) for c in range(50)
+                  if np.hypot(max(10 - r, 0, r - 19), max(10 - c, 0, c - 19)) <= 2.0)
+    assert gradcam.pointing_chance(mask, 2.0) == pytest.approx(by_hand / 2000)
+    assert gradcam.pointing_chance(mask, 100.0) == 1.0
+    with pytest.raises(ValueError, match="non-empty"):
+        gradcam.pointing_chance(np.zeros((4, 4), bool), 1.0)
+    table = gradcam.localisation_table([_blob_at(50, 69)], [MASK], tolerance_px=3.0)
+    assert table["chance_hit"].iloc[0] == pytest.approx(gradcam.pointing_chance(MASK, 3.0))
+
+
 @pytest.mark.parametrize("gray", [np.linspace(0, 1, 30 * 40).reshape(30, 40),
                                   np.full((30, 40, 1), 128, np.uint8)])
 def test_overlay_shape_and_blend(gray):

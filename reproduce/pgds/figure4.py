@@ -15,6 +15,7 @@ Writes, in the results folder:
 - `gradcam_localisation.csv` + `.md`: every diseased TEST image with a non-empty truth mask
   (the phantom's `mask_path`): image_path, subtype, score, called_positive (score >=
   threshold), true_positive, pointing_game_hit, energy_inside, mask_area_share, tolerance_px,
+  chance_hit (the hit probability of a randomly placed maximum),
   layer, method; the genetic-disease class's map is scored. The `.md` summarises the hit rate
   on true positives (the issue's acceptance: >= 0.8 on the default profile) and on all
   diseased images, and the mean energy share inside the mask beside the mask's area share
@@ -59,7 +60,8 @@ POSITIVE_INDEX = pipeline.CLASS_NAMES.index(pipeline.POSITIVE_LABEL)
 #: Test images shown per diseased subtype, and normal images shown for contrast.
 PER_SUBTYPE, NORMAL_EXAMPLES = 2, 1
 BASE_COLUMNS = ("image_path", "subtype", "score", "called_positive", "true_positive")
-SCORE_COLUMNS = ("pointing_game_hit", "energy_inside", "mask_area_share", "tolerance_px")
+SCORE_COLUMNS = ("pointing_game_hit", "energy_inside", "mask_area_share", "tolerance_px",
+                 "chance_hit")
 TAIL_COLUMNS = ("layer", "method")
 #: The issue's acceptance bound on the hit rate over true positives (default profile).
 ACCEPTANCE_HIT_RATE = 0.8
@@ -137,6 +139,7 @@ def localisation_frame(rows: pd.DataFrame, heats: np.ndarray | None,
         table["energy_inside"] = scores["energy_inside"].to_numpy()
         table["mask_area_share"] = scores["mask_area_share"].to_numpy()
         table["tolerance_px"] = scores["tolerance_px"].to_numpy()
+        table["chance_hit"] = scores["chance_hit"].to_numpy()
     table["layer"] = layer
     table["method"] = method
     return table
@@ -167,6 +170,7 @@ def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
         if "pointing_game_hit" in part.columns:
             row.update({
                 "hit_rate_true_positives": _rate(positives["pointing_game_hit"]),
+                "chance_true_positives": _mean(positives["chance_hit"]),
                 "hit_rate_all": _rate(part["pointing_game_hit"]),
                 "energy_inside_true_positives": _mean(positives["energy_inside"]),
                 "energy_inside_all": _mean(part["energy_inside"]),
@@ -227,13 +231,15 @@ def localisation_markdown(table: pd.DataFrame, *, label: str, model_name: str, l
                  f"mask or within {tolerance:.1f} px of it (15 px at 224-px input, scaled by "
                  f"min(H, W)/224). Energy inside: the share of the map's sum inside the mask; "
                  "a uniform map scores the mask's area share, so energy_over_area > 1 means "
-                 "the map concentrates on the abnormal region. Hit-rate CIs: Wilson with "
-                 "continuity correction.")
+                 "the map concentrates on the abnormal region. chance_true_positives: the "
+                 "mean share of pixels within the tolerance of the mask, i.e. the hit rate of "
+                 "a maximum dropped at random (gradcam.pointing_chance). Hit-rate CIs: Wilson "
+                 "with continuity correction.")
     lines.append("")
     summary = localisation_summary(table)
     shown = summary.copy()
-    for column in ("energy_inside_true_positives", "energy_inside_all", "mask_area_share",
-                   "energy_over_area"):
+    for column in ("chance_true_positives", "energy_inside_true_positives", "energy_inside_all",
+                   "mask_area_share", "energy_over_area"):
         shown[column] = shown[column].map(lambda v: "n/a" if not np.isfinite(v) else f"{v:.3f}")
     lines.append(pipeline.markdown_table(shown.astype(str)))
     lines.append("")
