@@ -68,8 +68,9 @@ MANIFEST_COLUMNS = ("image_path", "case_id", "label", "subtype", "gestational_we
 # by an older checkout (in the git-ignored runs/) is regenerated, not reused. 2: heads placed
 # by the natural face (no position cue of the class); 3: lips, palate and jaw hang from the
 # natural face, so a nose or lip marker does not move the chin; 4: the neck hangs from the
-# natural jaw, and truth masks hold every pixel the markers changed.
-GENERATOR_VERSION = 4
+# natural jaw, and truth masks hold every pixel the markers changed; 5: curves sampled per
+# segment, so a marker's change stays local (no sub-pixel shift of the whole profile).
+GENERATOR_VERSION = 5
 
 # Per-case random streams: np.random.default_rng([seed, case_number, STREAM, ...]) so every case
 # is rendered independently of the others (order-independent, parallelisable).
@@ -362,12 +363,17 @@ def _ellipse(theta_deg: np.ndarray | float, a: float, b: float) -> np.ndarray:
 
 
 def _smooth(points: np.ndarray, per_segment: int = 12) -> np.ndarray:
-    """Shape-preserving (PCHIP, no overshoot) curve through control points, by chord length."""
+    """Shape-preserving (PCHIP, no overshoot) curve through control points, by chord length,
+    sampled `per_segment` times between each pair of control points. Per segment, not evenly
+    over the whole length: moving one control point (a marker) then moves the samples of the
+    segments it shapes and no others (even sampling slid every vertex along the curve, a
+    sub-pixel change of the whole profile)."""
     points = np.asarray(points, dtype=float)
     chord = np.r_[0.0, np.cumsum(np.hypot(*np.diff(points, axis=0).T))]
     keep = np.r_[True, np.diff(chord) > 1e-9]
     points, chord = points[keep], chord[keep]
-    samples = np.linspace(0.0, chord[-1], per_segment * (len(points) - 1) + 1)
+    steps = np.arange(per_segment) / per_segment
+    samples = np.r_[(chord[:-1, None] + np.diff(chord)[:, None] * steps).ravel(), chord[-1]]
     return PchipInterpolator(chord, points, axis=0)(samples)
 
 
