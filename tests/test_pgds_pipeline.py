@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -327,7 +328,16 @@ def test_user_manifest_skips_phantom_and_guards_models(pgds_ci_context, tmp_path
     root = pipeline.manifest_path(pgds_ci_context).parent
     for column in ("image_path", "mask_path", "phi_mask_path"):
         edited[column] = [str(root / value) if value else "" for value in edited[column]]
-    edited = edited.drop(index=[len(edited) - 1])   # one image fewer: another data set
+    # Another data set with a sure near-duplicate across the split: a training row's frame
+    # replaced by a test frame with one pixel changed (not identical, same perceptual hash).
+    # (Relying on the phantom's look-alike frames alone made this depend on the phantom.)
+    test_row = int(np.flatnonzero(phantom_splits["split"].to_numpy() == "test")[0])
+    train_row = int(np.flatnonzero(phantom_splits["split"].to_numpy() == "train")[0])
+    frame = cv2.imread(edited.loc[test_row, "image_path"], cv2.IMREAD_UNCHANGED)
+    frame[0, 0] = 255 if frame[0, 0] < 255 else 254
+    cv2.imwrite(str(tmp_path / "near_copy.png"), frame)
+    edited.loc[train_row, "image_path"] = str(tmp_path / "near_copy.png")
+    edited.loc[train_row, "mask_path"] = edited.loc[test_row, "mask_path"]
     other_path = tmp_path / "other.csv"
     edited.to_csv(other_path, index=False)
     other = dataclasses.replace(same, manifest=other_path)
