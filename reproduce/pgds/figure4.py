@@ -28,12 +28,12 @@ Masks are resized to the model input by nearest neighbour with half-pixel centre
 so map and mask line up pixel for pixel. Method and layer are the profile's
 (`pipeline.HEATMAP_SETTINGS`) unless `--method` / `--layer` name others (`--list-layers`
 prints the candidates): on the paper profile Grad-CAM of the last conv block's output, as the
-paper; on ci/default, whose inputs are a third of the paper's, LayerCAM two stages earlier,
-so that the map keeps the paper's cells per face (16x18 at 128x140, the paper's 13x14 at
-400x440; the last block's would be 4x5, coarser than the facial structures it is scored
-against), with per-position weights (Grad-CAM's map-wide channel weights put the evidence of
-one subtype on every face; README, "Departures"). Method and layer are written in the
-figure's title and in every CSV row (DESIGN.md, "Scoring heat-maps").
+paper; on ci/default, whose inputs are a third of the paper's, LayerCAM of the outputs of
+stages 1 and 2, averaged (32x35 + 16x18 at 128x140; the last block's would be 4x5, coarser
+than the facial structures it is scored against), with per-position weights (Grad-CAM's
+map-wide channel weights put the evidence of one subtype on every face; README,
+"Departures"). Method and layers are written in the figure's title and in every CSV row
+(DESIGN.md, "Scoring heat-maps").
 """
 from __future__ import annotations
 
@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: the profile's: gradcam on paper, layercam on ci and "
                              "default; pipeline.HEATMAP_SETTINGS)")
     parser.add_argument("--layer", default=None,
-                        help="layer whose activations are weighted (default: the last conv "
-                             "block's output on the paper profile, two stages earlier on ci and "
-                             "default; see --list-layers)")
+                        help="layer whose activations are weighted, or several joined by '+' "
+                             "(maps averaged) (default: the last conv block's output on the "
+                             "paper profile, the outputs of stages 1+2 on ci and default; see "
+                             "--list-layers)")
     parser.add_argument("--arch", choices=pipeline.ARCHITECTURES, default=DEFAULT_ARCH,
                         help="which trained architecture to explain (default: pgds_resnet)")
     parser.add_argument("--list-layers", action="store_true",

@@ -73,10 +73,11 @@ THRESHOLD_FILE = "threshold.json"
 # Heat-map per profile: (method, stages before the last conv block whose output is read).
 # The paper: Grad-CAM of the last conv layer, a 13x14 map at its 400x440 input. At the
 # third-size inputs of ci and default that map is 4x5 or smaller, coarser than the facial
-# structures; two stages earlier gives 16x18 at 128x140, the paper's map resolution. There
-# Grad-CAM's map-wide channel weights spread the evidence of one subtype onto every face
-# (a jaw detector lights the jaw of a T21 frame), so ci/default use LayerCAM, whose weights
-# are per position (reproduce.gradcam; measured in README "Departures").
+# structures, so they read the outputs of stages 1 and 2 (3 and 2 stages before the last:
+# 32x35 and 16x18 at 128x140), averaged. There Grad-CAM's map-wide channel weights spread
+# the evidence of one subtype onto every face (a jaw detector lights the jaw of a T21
+# frame), so ci/default use LayerCAM, whose weights are per position (reproduce.gradcam;
+# chosen on validation images, README "Departures").
 HEATMAP_SETTINGS = {"ci": ("layercam", (3, 2)), "default": ("layercam", (3, 2)),
                     "paper": ("gradcam", (0,))}
 _PREPARED = "prepared.json"
