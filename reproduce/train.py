@@ -495,6 +495,14 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
         (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         _remove_stray_temp_files(write_dir)
         callbacks = _make_callbacks(config, write_dir, state, images_per_epoch)
+        if config.precise_bn:
+            from reproduce.precise_bn import TrainingImages, precise_bn_callback
+
+            # The training table's images, not augmented on the fly (with --augment offline the
+            # table holds the written copies too), never a validation image; decoded once, in
+            # batches of the per-replica size (the batch size BN normalises with in training).
+            recalibration = TrainingImages(train_table, spec, cached_train)
+            callbacks.append(precise_bn_callback(lambda: recalibration.batches(per_replica)))
         if resumed_from:
             print(f"resuming {run_dir} after epoch {resumed_from}", file=sys.stderr, flush=True)
         model.fit(train_ds, steps_per_epoch=steps, initial_epoch=resumed_from,
@@ -591,6 +599,10 @@ def build_parser(study: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
                         help="extra models.registry.build option, repeatable "
                              "(e.g. dropout=0.3, blocks=1,1,1,1)")
+    parser.add_argument("--precise-bn", action=argparse.BooleanOptionalAction, default=None,
+                        help="re-estimate batch-norm statistics from the un-augmented training "
+                             "images before each validation (reproduce/precise_bn.py); default: "
+                             "the profile's (ci, default: on; paper: off, as the authors' code)")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, init, order, augmentation")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 policy (GPU); loss scaling is automatic")
@@ -694,7 +706,8 @@ def _main(args: argparse.Namespace) -> int:
             selection=args.selection, loss=args.loss, augment=args.augment, cache=args.cache,
             batch_size=args.batch_size, learning_rate=args.learning_rate, l2=args.l2,
             width=args.width, seed=args.seed, mixed_precision=args.mixed_precision,
-            xla=args.xla, strategy=args.strategy, model_options=model_options)
+            xla=args.xla, strategy=args.strategy, model_options=model_options,
+            precise_bn=args.precise_bn)
         print(f"[{position}/{len(mine)}] {run.describe()}", file=sys.stderr, flush=True)
         run_dir = run_dir_for(args.out, run.study, args.profile, run.architecture, run.fold)
         train_table, val_table = tables[run.fold]
