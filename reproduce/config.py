@@ -3,7 +3,7 @@
 - `PROFILES["ci" | "default" | "paper"]`: input size, epoch grid, batch, learning rate, L2,
   model width and augmentation of each profile (DESIGN.md, "Profiles"):
   `ci` is tiny (tests, seconds per run), `default` is a laptop CPU (four Pgds architectures
-  in about 19 minutes on 2 cores for the 1120-frame default phantom), `paper` is Tang 2023 s2.3
+  in about 21 minutes on 2 cores for the 1120-frame default phantom), `paper` is Tang 2023 s2.3
   (400x440x1 input, epochs 25/50/100/150/200, batch 32, Adam 1e-4, L2 1e-4) for a GPU.
 - `STUDIES[study]`: each study's architectures, loss and class order.
 - `TrainConfig`: the typed, frozen configuration of ONE training run (one architecture, one
@@ -80,7 +80,7 @@ PROFILES: dict[str, Profile] = {
         description="laptop CPU: 140x128 input, width-8 ResNets and width-4 VGGs, epochs "
                     "(10, 20, 30), batch 32, Adam 1e-3, the paper's 2x/6x augmentation drawn on "
                     "the fly, batch-norm statistics re-estimated before each validation; about "
-                    "19 min of training for the four Pgds architectures on the default phantom "
+                    "21 min of training for the four Pgds architectures on the default phantom "
                     "(2 cores)"),
     "paper": Profile(
         name="paper", size_wh=None, channels=None, epoch_grid=(25, 50, 100, 150, 200),
