@@ -5,11 +5,11 @@ fetal profile and reads where the network looks (nasal bone, jaw, forehead). Thi
 
 - `heatmaps(model, images, class_index, layer=..., method="gradcam"|"gradcam++"|"layercam")`
   runs tf-keras-vis's `Gradcam` / `GradcamPlusPlus` / `Layercam` on a clone of the model
-  whose softmax is made
-  linear (`ReplaceToLinear`: gradients of the class logit, not of the saturating softmax), at
-  the named layer exactly (no search for another conv layer), and returns one map per image,
-  upsampled to the input size (`upsample_to_input`) and min-max normalised to [0, 1] per
-  image. A map that is zero everywhere (no positive evidence) stays all zero.
+  whose softmax is made linear (`ReplaceToLinear`: gradients of the class logit, not of the
+  saturating softmax), at the named layer exactly (no search for another conv layer), and
+  returns one map per image, upsampled to the input size (`upsample_to_input`) and min-max
+  normalised to [0, 1] per image. A map that is zero everywhere (no positive evidence) stays
+  all zero.
   Grad-CAM weights each channel by its gradient averaged over the whole map, so a channel
   that is evidence for the class somewhere (a jaw detector, for the T18 images of a
   "genetic disease" class) lights up wherever it fires, also on a T21 frame whose jaw is

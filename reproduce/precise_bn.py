@@ -88,47 +88,36 @@ class BatchNormRecalibrator:
 
         self._batch_moments = batch_moments
 
-    def __call__(self, batches: Iterable, *, max_images: int | None = None) -> int:
+    def __call__(self, batches: Iterable) -> int:
         """Set every BN layer's moving mean/variance to the size-weighted average of its batch
-        statistics over `batches` (image arrays or tensors; a tuple's first item is taken).
-        Returns the number of images used; 0 leaves the model as it was."""
+        statistics over `batches` (arrays or tensors of images). Returns the number of images
+        used; with none, the model is left as it was."""
         import tensorflow as tf
 
         if not self.layers:
             return 0
-        # A training-mode call also moves the moving averages as a side effect; keep the
-        # originals so that a pass over no image leaves the model untouched.
-        saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy())
-                 for layer in self.layers]
         sums = [[np.zeros(layer.moving_mean.shape, np.float64),
                  np.zeros(layer.moving_variance.shape, np.float64)] for layer in self.layers]
         seen = 0
         for images in batches:
-            if isinstance(images, (tuple, list)):
-                images = images[0]
             count = int(images.shape[0])
-            if max_images is not None:
-                count = min(count, max_images - seen)
-                images = images[:count]
-            if count <= 0:
+            if not count:
                 continue
             for total, (mean, variance) in zip(sums, self._batch_moments(tf.convert_to_tensor(images))):
                 total[0] += count * mean.numpy().astype(np.float64)
                 total[1] += count * variance.numpy().astype(np.float64)
             seen += count
-            if max_images is not None and seen >= max_images:
-                break
-        for layer, (mean, variance), (total_mean, total_variance) in zip(self.layers, saved, sums):
-            if seen:
-                mean, variance = total_mean / seen, total_variance / seen
-            layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
-            layer.moving_variance.assign(variance.astype(layer.moving_variance.dtype))
+        if seen:  # overwrites what the training-mode passes did to the moving averages too
+            for layer, (total_mean, total_variance) in zip(self.layers, sums):
+                layer.moving_mean.assign((total_mean / seen).astype(layer.moving_mean.dtype))
+                layer.moving_variance.assign(
+                    (total_variance / seen).astype(layer.moving_variance.dtype))
         return seen
 
 
-def recalibrate_batch_norm(model, batches: Iterable, *, max_images: int | None = None) -> int:
+def recalibrate_batch_norm(model, batches: Iterable) -> int:
     """One-off `BatchNormRecalibrator(model)(batches)`: see there."""
-    return BatchNormRecalibrator(model)(batches, max_images=max_images)
+    return BatchNormRecalibrator(model)(batches)
 
 
 #: At most this many training images re-estimate the statistics (an evenly spaced subset of a
