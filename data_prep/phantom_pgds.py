@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import PchipInterpolator
 
-from . import atomic
+from . import atomic, portable
 from .errors import InputError
 
 STUDY = "pgds"
@@ -69,8 +69,10 @@ MANIFEST_COLUMNS = ("image_path", "case_id", "label", "subtype", "gestational_we
 # by the natural face (no position cue of the class); 3: lips, palate and jaw hang from the
 # natural face, so a nose or lip marker does not move the chin; 4: the neck hangs from the
 # natural jaw, and truth masks hold every pixel the markers changed; 5: curves sampled per
-# segment, so a marker's change stays local (no sub-pixel shift of the whole profile).
-GENERATOR_VERSION = 5
+# segment, so a marker's change stays local (no sub-pixel shift of the whole profile);
+# 6: float rendering in float64 with data_prep.portable, the same bytes on every x86-64 CPU
+# (OpenCV's float blur, resize, exp and pow took another SIMD path on another CPU).
+GENERATOR_VERSION = 6
 
 # Per-case random streams: np.random.default_rng([seed, case_number, STREAM, ...]) so every case
 # is rendered independently of the others (order-independent, parallelisable).
@@ -369,7 +371,8 @@ def _smooth(points: np.ndarray, per_segment: int = 12) -> np.ndarray:
     segments it shapes and no others (even sampling slid every vertex along the curve, a
     sub-pixel change of the whole profile)."""
     points = np.asarray(points, dtype=float)
-    chord = np.r_[0.0, np.cumsum(np.hypot(*np.diff(points, axis=0).T))]
+    step = np.diff(points, axis=0)
+    chord = np.r_[0.0, np.cumsum(np.sqrt(step[:, 0] ** 2 + step[:, 1] ** 2))]
     keep = np.r_[True, np.diff(chord) > 1e-9]
     points, chord = points[keep], chord[keep]
     steps = np.arange(per_segment) / per_segment
@@ -571,7 +574,7 @@ class Sector:
 
     def contains(self, points: np.ndarray, margin: float = 0.0) -> np.ndarray:
         dx, dy = points[..., 0] - self.apex_x, points[..., 1] - self.apex_y
-        radius = np.hypot(dx, dy)
+        radius = np.sqrt(dx * dx + dy * dy)
         angle = np.abs(np.arctan2(dx, dy))
         return ((radius >= self.r_in + margin) & (radius <= self.r_out - margin)
                 & (angle <= self.half_angle - margin / np.maximum(radius, 1.0)))
@@ -588,7 +591,7 @@ def sector_geometry(layout: FrameLayout) -> Sector:
 
 
 def _pixel_grid(layout: FrameLayout) -> np.ndarray:
-    ys, xs = np.mgrid[0:layout.height, 0:layout.width].astype(np.float32)
+    ys, xs = np.mgrid[0:layout.height, 0:layout.width].astype(np.float64)
     return np.stack([xs, ys], axis=-1)
 
 
@@ -606,10 +609,12 @@ class Pose:
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         angle = math.radians(self.rotation_deg)
-        rotation = np.array([[math.cos(angle), -math.sin(angle)],
-                             [math.sin(angle), math.cos(angle)]])
-        return np.asarray(points, dtype=float) @ rotation.T * self.scale + [self.center_x,
-                                                                           self.center_y]
+        cos, sin = math.cos(angle), math.sin(angle)
+        points = np.asarray(points, dtype=float)
+        x, y = points[..., 0], points[..., 1]
+        # Elementwise, not `points @ rotation`: BLAS picks its kernel (and FMA use) by CPU.
+        return np.stack([(x * cos - y * sin) * self.scale + self.center_x,
+                         (x * sin + y * cos) * self.scale + self.center_y], axis=-1)
 
 
 @dataclass(frozen=True)
@@ -665,7 +670,7 @@ def fit_view_pose(profile: PgdsPhantomProfile, case_pose: CasePose, view: int,
     rotation = case_pose.rotation_deg + case_pose.view_sign * (view - case_pose.view_center)
     steps = np.arange(-8, 9) * 0.02
     shifts = np.stack(np.meshgrid(steps, steps), -1).reshape(-1, 2)
-    shifts = shifts[np.argsort(np.hypot(*shifts.T), kind="stable")] * box
+    shifts = shifts[np.argsort(shifts[:, 0] ** 2 + shifts[:, 1] ** 2, kind="stable")] * box
     for _ in range(15):
         points = Pose(0.0, 0.0, scale, rotation).apply(geometry.fit_points)
         nominal = box_center - (points.min(axis=0) + points.max(axis=0)) / 2.0 + offset
@@ -709,7 +714,7 @@ def _ellipse_fill(canvas: np.ndarray, pose: Pose, spec: tuple, value: float) -> 
 @dataclass(frozen=True)
 class _LayoutCache:
     sector: np.ndarray      # bool (H, W)
-    depth: np.ndarray       # float32, 0 at the inner arc, 1 at the outer arc
+    depth: np.ndarray       # float64, 0 at the inner arc, 1 at the outer arc
 
 
 _LAYOUT_CACHE: dict[FrameLayout, _LayoutCache] = {}
@@ -719,8 +724,9 @@ def _layout_cache(layout: FrameLayout) -> _LayoutCache:
     if layout not in _LAYOUT_CACHE:
         sector = sector_geometry(layout)
         grid = _pixel_grid(layout)
-        radius = np.hypot(grid[..., 0] - sector.apex_x, grid[..., 1] - sector.apex_y)
-        depth = ((radius - sector.r_in) / (sector.r_out - sector.r_in)).astype(np.float32)
+        dx, dy = grid[..., 0] - sector.apex_x, grid[..., 1] - sector.apex_y
+        radius = np.sqrt(dx * dx + dy * dy)
+        depth = (radius - sector.r_in) / (sector.r_out - sector.r_in)
         _LAYOUT_CACHE[layout] = _LayoutCache(sector.contains(grid), depth)
     return _LAYOUT_CACHE[layout]
 
@@ -803,37 +809,36 @@ def render_view(profile: PgdsPhantomProfile, shape: FaceShape, geometry: FaceGeo
         changed = np.abs(marked - unmarked) > _CHANGED
 
     height, width = echo.shape
-    echo = cv2.GaussianBlur(echo, (0, 0), sigmaX=0.004 * layout.sector_width + 0.3,
-                            sigmaY=0.002 * layout.sector_height + 0.3)
+    # Float work in float64 with data_prep.portable (no CPU-dependent SIMD path; see there).
+    echo = portable.gaussian_blur(echo, 0.004 * layout.sector_width + 0.3,
+                                  0.002 * layout.sector_height + 0.3)
     # Rayleigh speckle: magnitude of complex Gaussian noise low-passed by an anisotropic PSF
     # (lateral resolution worse than axial), mixed with a constant (a diffuse component, as
     # compounding gives) so that it is softer than fully developed speckle.
     # The PSF is wide laterally, so the field is drawn at half width and interpolated (faster).
     half_width = (width + 1) // 2
-    noise = rng.standard_normal((2, height, half_width), dtype=np.float32)
+    noise = rng.standard_normal((2, height, half_width))
     sigma_lateral, sigma_axial = 0.008 * layout.sector_width, 0.0055 * layout.sector_height
-    real, imag = (cv2.GaussianBlur(part, (0, 0), sigmaX=sigma_lateral, sigmaY=sigma_axial)
-                  for part in noise)
+    real, imag = (portable.gaussian_blur(part, sigma_lateral, sigma_axial) for part in noise)
     # A little smoothing after detection fills the zero crossings (as compounding does).
-    speckle = cv2.GaussianBlur(cv2.magnitude(real, imag), (0, 0), sigmaX=0.5 * sigma_lateral,
-                               sigmaY=0.5 * sigma_axial)
-    speckle = cv2.resize(speckle, (width, height), interpolation=cv2.INTER_LINEAR)
-    speckle *= 0.75 / float(speckle.mean())
+    speckle = portable.gaussian_blur(np.sqrt(real * real + imag * imag), 0.5 * sigma_lateral,
+                                     0.5 * sigma_axial)
+    speckle = portable.resize(speckle, width, height, "linear")
+    speckle *= 0.75 / portable.exact_mean(speckle)
     speckle += 0.25
     # Slow multiplicative fields: tissue heterogeneity, depth attenuation with partial
     # time-gain compensation, and overall gain.
-    coarse = rng.standard_normal((max(2, height // 14), max(2, width // 14)), dtype=np.float32)
+    coarse = rng.standard_normal((max(2, height // 14), max(2, width // 14)))
     attenuation = rng.uniform(0.4, 1.3)
     compensation = attenuation * rng.uniform(0.4, 0.9)
     gain = math.exp(rng.normal(0.0, 0.18))
-    slow = cv2.exp(0.28 * cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-                   + np.float32(compensation - attenuation) * cache.depth)
-    intensity = echo * speckle * slow * np.float32(gain)
+    slow = np.exp(0.28 * portable.resize(coarse, width, height, "cubic")
+                  + (compensation - attenuation) * cache.depth)
+    intensity = echo * speckle * slow * gain
     # Display mapping: power-law compression, 8 bits, nothing outside the sector.
-    image = cv2.pow(np.maximum(intensity, 0.0), rng.uniform(0.72, 0.92))
-    image *= 255.0
+    image = np.power(np.maximum(intensity, 0.0), rng.uniform(0.72, 0.92)) * 255.0
     image[~cache.sector] = 0.0
-    frame = np.clip(image + 0.5, 0.0, 255.0).astype(np.uint8)
+    frame = portable.to_uint8(image)
 
     mask = np.zeros((height, width), np.uint8)
     for region in shape.regions:
