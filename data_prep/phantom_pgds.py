@@ -1113,7 +1113,7 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
 def generate(profile: str | PgdsPhantomProfile, out_dir: str | Path, *, seed: int = 0,
              dicom: bool = False, force: bool = False, progress: bool = True) -> Path:
     """Render the whole phantom into `out_dir` (built atomically); return the manifest path."""
-    from .provenance import write_run_json
+    from .provenance import portable_path, write_run_json
 
     profile = resolve_profile(profile)
     out_dir = Path(out_dir)
@@ -1155,7 +1155,7 @@ def generate(profile: str | PgdsPhantomProfile, out_dir: str | Path, *, seed: in
         _png(stage / "sector_mask.png", sector_mask(profile.layout).astype(np.uint8) * 255, 9)
         config = {**profile.as_config(), "study": STUDY, "dicom": bool(dicom)}
         write_run_json(stage, config, seed=int(seed), manifest=stage / "manifest.csv",
-                       extra={"manifest": str(out_dir / "manifest.csv")}, force=True)
+                       extra={"manifest": portable_path(out_dir / "manifest.csv")}, force=True)
     if progress:
         print(f"phantom pgds/{profile.name}: {total} images, {len(cases)} cases in "
               f"{time.perf_counter() - started:.1f} s -> {out_dir}", file=sys.stderr)

@@ -70,6 +70,36 @@ def manifest_hash(manifest_path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def portable_path(path: str | Path | None) -> str | None:
+    """A path as a run record may keep it: relative to the working folder when inside it,
+    else '.../<file name>'. Run records are committed and shared: an absolute path names the
+    machine, its user and, on hospital data, folders that may hold patient names."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return f".../{path.name}"
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """sys.argv without machine paths: 'python -m reproduce all --force' for a module run."""
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    first = Path(argv[0])
+    if first.name == "__main__.py":
+        head = f"python -m {first.parent.name}"
+    elif first.name in ("-c", ""):
+        head = "python -c ..."
+    else:
+        head = first.name
+    return " ".join([head] + [portable_path(a) if a.startswith("/") else a for a in argv[1:]])
+
+
 def run_record(config: Mapping[str, Any], *, seed: int | None, manifest: str | Path | None = None,
                extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {
@@ -77,9 +107,9 @@ def run_record(config: Mapping[str, Any], *, seed: int | None, manifest: str | P
         "seed": seed,
         "versions": library_versions(),
         "git_commit": git_commit(),
-        "command": " ".join(sys.argv),
+        "command": command_line(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "manifest": None if manifest is None else str(manifest),
+        "manifest": portable_path(manifest),
         "manifest_sha256": None if manifest is None else manifest_hash(manifest),
     }
     if extra:

@@ -38,6 +38,10 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("pgds", "figures2"): Target("reproduce.pgds.figures2", (), "Figure S2: the augmentations"),
     ("pgds", "predict"): Target("reproduce.pgds.predict", (), "probability, call and Grad-CAM "
                                 "overlay for each frame of a folder (--images DIR --weights W.keras)"),
+    ("pgds", "headline"): Target("reproduce.pgds.headline", (), "headline numbers per model "
+                                 "(headline.csv), what seeds and compare --expect use"),
+    ("pgds", "seeds"): Target("reproduce.pgds.seeds", (), "the study over several seeds "
+                              "(--seeds 0,1,2) and seed_spread.csv: mean, SD, expected range"),
     ("pgds", "all"): Target("reproduce.pgds.all", (), "train once, then every table and figure"),
 }
 
@@ -46,7 +50,8 @@ TARGETS: dict[tuple[str, str], Target] = {
 JOBS: dict[str, Target] = {
     "all": Target("reproduce.pgds.all", (), "every study's tables and figures (today: pgds)"),
     "compare": Target("reproduce.compare", (), "compare two results folders metric by metric; "
-                      "exit 1 where a difference exceeds its tolerance"),
+                      "exit 1 where a difference exceeds its tolerance; --expect: judge a fresh "
+                      "run against the committed spread over seeds"),
 }
 
 

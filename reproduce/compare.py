@@ -18,7 +18,12 @@ display column, not a key; `--key` names the key columns outright when this gues
 and any file other than `*.csv`. A table without text columns is matched row by row.
 
 Prints one aligned table per CSV (metric, key, A, B, diff, tol, status ok/EXCEEDS) and a
-summary line. Exit status: 0 all within tolerance, 1 some difference exceeds it, 2 bad input
+summary line. Tables of the committed seed runs (`*/seeds/seed<N>/`) are compared only when
+both folders have them.
+
+`--expect` is the other question: not "did anything change beyond float noise?" but "is this
+fresh run within what another machine or seed is expected to give?": DIR_A's headline values
+against the committed spread over seeds (reproduce/expectation.py). Exit status: 0 all within tolerance, 1 some difference exceeds it, 2 bad input
 (a missing folder, a table in only one folder, rows or columns that do not match, a bad
 tolerance file), reported as one line naming the file, row and column.
 """
@@ -267,8 +272,17 @@ def _check_folder(folder: Path) -> Path:
     return folder
 
 
+def _only_in_seed_runs(name: str) -> bool:
+    """Tables of the extra seed runs (`<study>/seeds/seed<N>/...`, reproduce.seeds) are part
+    of the committed results only; a fresh run_all has none, which is no difference."""
+    return "seeds" in Path(name).parts[:-1]
+
+
 def _pair_tables(dir_a: Path, dir_b: Path) -> list[tuple[str, Path, Path]]:
     tables_a, tables_b = _csv_tables(dir_a), _csv_tables(dir_b)
+    for tables, other in ((tables_a, tables_b), (tables_b, tables_a)):
+        for name in [n for n in tables if n not in other and _only_in_seed_runs(n)]:
+            del tables[name]
     only_a = sorted(set(tables_a) - set(tables_b))
     only_b = sorted(set(tables_b) - set(tables_a))
     if only_a or only_b:
@@ -383,6 +397,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--rtol", type=_non_negative, default=0.0,
                         help="relative tolerance added to every metric's absolute one, "
                              "times max(|A|, |B|) (default 0)")
+    parser.add_argument("--expect", action="store_true",
+                        help="judge DIR_B (a fresh run) against what another run is expected to "
+                             "give: the committed spread over seeds in DIR_A (seed_spread.csv), "
+                             "else DIR_A's CIs, instead of float-noise tolerances; exit 1 when "
+                             "a headline value falls outside (reproduce/expectation.py)")
     parser.add_argument("--key", action="append", default=None, metavar="COLUMN",
                         help="a row-key column (repeat for several); default: the leading "
                              "text columns of each table")
@@ -398,6 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.expect:
+        from reproduce import expectation
+
+        return expectation.report(expectation.judge(args.dir_a, args.dir_b))
     tolerances = make_tolerances(args.tolerance_file, args.atol, args.rtol)
     return report(args.dir_a, args.dir_b, tolerances, args.key)
 

@@ -741,16 +741,20 @@ def reader_calls(ctx: StudyContext) -> pd.DataFrame:
 def results_label(ctx: StudyContext) -> str:
     if ctx.is_phantom:
         return f"PHANTOM (synthetic) data, {ctx.profile} profile -- not the paper's data"
-    return f"user data: {ctx.manifest}"
+    from data_prep.provenance import portable_path
+
+    return f"user data: {portable_path(ctx.manifest)}"
 
 
 def results_config(ctx: StudyContext) -> dict[str, Any]:
     """What results_dir/run.json records as `config` (compared before overwriting)."""
+    from data_prep.provenance import portable_path
+
     return {
         "study": STUDY, "profile": ctx.profile, "seed": ctx.seed,
-        "manifest": None if ctx.is_phantom else str(ctx.manifest),
+        "manifest": None if ctx.is_phantom else portable_path(ctx.manifest),
         "data": "phantom (de-identified copy)" if ctx.is_phantom else "user manifest",
-        "readers": None if ctx.readers is None else str(ctx.readers),
+        "readers": portable_path(ctx.readers),
         "threshold_rule": ctx.threshold_rule, "bootstrap_replicates": ctx.n_boot,
         "training": {arch: train_config(ctx, arch).to_dict() for arch in ARCHITECTURES},
     }
