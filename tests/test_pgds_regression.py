@@ -114,22 +114,27 @@ def golden_prediction_context(pgds_ci_context, tmp_path, monkeypatch):
     golden = _golden_predictions()
     epochs = pd.read_csv(pgds_golden.TRAINING).set_index("arch")["selected_epoch"]
 
-    def golden_predictions(context, arch):
+    def golden_predictions(context, arch, *_):
         scores = golden[golden["arch"] == arch].set_index("image_path")["score"]
         frame = base.copy()
         frame["score"] = frame["image_path"].map(scores).astype(float)
         assert frame["score"].notna().all()
         return frame[list(pipeline.PREDICTION_COLUMNS)]
 
-    def golden_model_path(context, arch):
+    def golden_model_path(context, arch, fold=0):
         folder = tmp_path / "models" / arch
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "selected.keras").write_bytes(b"golden predictions stand in for the model")
         (folder / "selection.json").write_text(json.dumps({"epoch": int(epochs[arch])}))
         return folder / "selected.keras"
 
-    monkeypatch.setattr(pipeline, "predictions", golden_predictions)
-    monkeypatch.setattr(pipeline, "model_path", golden_model_path)
+    # The shared pipeline (reproduce.study) calls these by module name; the Pgds tables call
+    # the names re-exported by reproduce.pgds.pipeline: patch both.
+    from reproduce import study
+
+    for module in (study, pipeline):
+        monkeypatch.setattr(module, "predictions", golden_predictions)
+        monkeypatch.setattr(module, "model_path", golden_model_path)
     return ctx
 
 
