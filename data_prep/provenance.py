@@ -34,12 +34,15 @@ def library_versions() -> dict[str, str]:
 
 
 def git_commit(repo: str | Path | None = None) -> str:
-    """The commit of the code that ran, with '+dirty' when the work tree had changes."""
+    """The commit of the code that ran, with '+dirty' when the work tree had changes outside
+    results/ (a run rewrites the committed results it regenerates; that is its output, not
+    a change of the code that ran)."""
     repo = Path(repo) if repo else Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)results"],
                                cwd=repo, capture_output=True, text=True, timeout=10).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
