@@ -48,7 +48,8 @@ TARGETS: dict[tuple[str, str], Target] = {
 # Jobs that are not one study's target: `python -m reproduce all` (what ./run_all.sh runs) and
 # `python -m reproduce compare DIR_A DIR_B`.
 JOBS: dict[str, Target] = {
-    "all": Target("reproduce.pgds.all", (), "every study's tables and figures (today: pgds)"),
+    "all": Target("reproduce.all", (), "every study's tables and figures with progress and "
+                  "ETA, then results/README.md (what ./run_all.sh runs; today: pgds)"),
     "compare": Target("reproduce.compare", (), "compare two results folders metric by metric; "
                       "exit 1 where a difference exceeds its tolerance; --expect: judge a fresh "
                       "run against the committed spread over seeds"),

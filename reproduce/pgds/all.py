@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from data_prep import atomic
 from data_prep.errors import InputError
@@ -53,7 +53,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _body(args: argparse.Namespace) -> int:
+def _body(args: argparse.Namespace, on_step: Callable[[str], None] | None = None) -> int:
     chosen = TARGETS if args.only is None else tuple(t.strip() for t in args.only.split(","))
     unknown = [t for t in chosen if t not in TARGETS]
     if unknown:
@@ -67,6 +67,8 @@ def _body(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     for target in chosen:
         pipeline.say(f"=== {target} ===")
+        if on_step is not None:
+            on_step(target)
         t0 = time.perf_counter()
         if target == "train":
             code = _train(args)
@@ -85,8 +87,9 @@ def _body(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return pipeline.run_cli(_body, build_parser(), argv)
+def main(argv: Sequence[str] | None = None, on_step: Callable[[str], None] | None = None) -> int:
+    """`on_step(target)` is called as each target starts (reproduce.all's progress line)."""
+    return pipeline.run_cli(lambda args: _body(args, on_step), build_parser(), argv)
 
 
 if __name__ == "__main__":
