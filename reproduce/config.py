@@ -5,13 +5,19 @@
   `ci` is tiny (tests, seconds per run), `default` is a laptop CPU (four Pgds architectures
   in about 21 minutes on 2 cores for the 1120-frame default phantom), `paper` is Tang 2023 s2.3
   (400x440x1 input, epochs 25/50/100/150/200, batch 32, Adam 1e-4, L2 1e-4) for a GPU.
-- `STUDIES[study]`: each study's architectures, loss and class order.
+- `STUDIES[study]`: each study's architectures, loss, class order, its paper's model-selection
+  rule (`PaperSelection`, so selection.json can say whether a run departs from it) and
+  per-profile training overrides (`train_overrides`: a study's own recipe, as config).
 - `TrainConfig`: the typed, frozen configuration of ONE training run (one architecture, one
   fold); `make_config(study, architecture, profile, **overrides)` builds it from the tables
   above; `TrainConfig.to_dict()` is what `run.json` records.
 - Hyper-parameter rules as small pure functions: `class_weights`, `per_replica_batch`,
   `steps_per_epoch`, `check_epoch_grid`, `parse_epoch_grid`, `parse_shard`, `profile_width`,
   `parse_model_options`.
+- Training-engine options added for Qi 2025 (`optimizer` adam|adamw + `weight_decay`,
+  `schedule` constant|warmup_cosine + `warmup_epochs`, `selection_metric` val_loss|val_accuracy,
+  `early_stopping_patience`, `selection_split` val|test_fold): `ENGINE_DEFAULTS` holds their
+  defaults, which are exactly the engine's behaviour before they existed.
 
 Nothing here imports TensorFlow, so reading a config is instant.
 """
@@ -26,6 +32,13 @@ from data_prep.errors import InputError
 
 PROFILE_NAMES = ("ci", "default", "paper")
 SELECTIONS = ("grid", "best_epoch")
+SELECTION_METRICS = ("val_loss", "val_accuracy")
+# Where the selection images come from. Only RECORDED by the engine (the caller passes the
+# table): "test_fold" is the CNS authors' protocol (best epoch by accuracy on the held-out test
+# patient), which reads the test labels and so inflates the test figures.
+SELECTION_SPLITS = ("val", "test_fold")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "warmup_cosine")
 LOSSES = ("bce", "weighted_ce", "arcface", "cosface")
 AUGMENT_MODES = ("none", "offline", "on_the_fly")
 CACHE_MODES = ("none", "memory")
@@ -57,6 +70,12 @@ class Profile:
     # Re-estimate batch-norm statistics from the training images before each validation
     # (reproduce.precise_bn); False: Keras's moving averages, as the authors' code.
     precise_bn: bool = False
+    # Optimiser recipe (TrainConfig has the meaning of each); the defaults are Adam at a
+    # constant rate, what every profile trained with before these fields existed.
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 1
 
 
 PROFILES: dict[str, Profile] = {
@@ -92,12 +111,34 @@ PROFILES: dict[str, Profile] = {
 
 
 @dataclass(frozen=True)
+class PaperSelection:
+    """How a study's paper (or its authors' code) chose the model it reports: the TrainConfig
+    values that reproduce it. reproduce.train names a run that differs a departure."""
+
+    source: str
+    selection: str
+    selection_metric: str
+    selection_split: str
+    early_stopping_patience: int | None
+    description: str
+
+    def matches(self, config: "TrainConfig") -> bool:
+        return (config.selection, config.selection_metric, config.selection_split,
+                config.early_stopping_patience) == (self.selection, self.selection_metric,
+                                                    self.selection_split,
+                                                    self.early_stopping_patience)
+
+
+@dataclass(frozen=True)
 class Study:
     """What a study trains: architectures (models.registry names), loss, class order.
 
     `labels` fixes the class index order (the last one is the positive class of a binary
     study); None means "the manifest's labels, sorted". `multiplicity` is the augmentation
     multiplicity per label (images in total per original, the original included).
+    `paper_selection`: the paper's model-selection rule (None: not recorded).
+    `train_overrides[profile]`: TrainConfig values this study uses under that profile, applied
+    after the profile's and before the caller's (a study's own recipe as config, not code).
     """
 
     key: str
@@ -106,6 +147,8 @@ class Study:
     labels: tuple[str, ...] | None
     multiplicity: Mapping[str, int] | None
     note: str
+    paper_selection: PaperSelection | None = None
+    train_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 STUDIES: dict[str, Study] = {
@@ -114,10 +157,20 @@ STUDIES: dict[str, Study] = {
         labels=("normal", "genetic_disease"),
         multiplicity={"normal": 2, "genetic_disease": 6},
         note="Tang 2023: 2-unit softmax + binary cross-entropy, Adam 1e-4, batch 32, epoch grid, "
-             "model with the smallest validation loss"),
+             "model with the smallest validation loss",
+        paper_selection=PaperSelection(
+            source="Tang 2023 s2.3", selection="grid", selection_metric="val_loss",
+            selection_split="val", early_stopping_patience=None,
+            description="smallest validation loss among the epoch-grid models")),
     "cns": Study(
         key="cns", architectures=("resnet34",), loss="weighted_ce", labels=None, multiplicity=None,
-        note="Qi 2025: ResNet-34 with class-weighted cross-entropy (n_total / (n_classes * n_c))"),
+        note="Qi 2025: ResNet-34 with class-weighted cross-entropy (n_total / (n_classes * n_c))",
+        paper_selection=PaperSelection(
+            source="Qi 2025 (the authors' code)", selection="best_epoch",
+            selection_metric="val_accuracy", selection_split="test_fold",
+            early_stopping_patience=5,
+            description="highest accuracy on the held-out test patient over every epoch, early "
+                        "stopping with patience 5 (test-fold selection)")),
     "ps_face": Study(
         key="ps_face", architectures=("iresnet100",), loss="cosface", labels=None, multiplicity=None,
         note="Shen 2024: ResNet-100 with an ArcFace or CosFace margin head (CosFace was best)"),
@@ -134,6 +187,23 @@ class TrainConfig:
     `batch_size` is the GLOBAL batch (what the paper's 32 means): under tf.distribute each of
     R replicas gets batch_size / R images (`per_replica_batch`), so the optimisation is the
     same whatever the number of devices.
+
+    Optimiser: `optimizer` "adam" (keras Adam, Tang 2023) or "adamw" (keras AdamW: decoupled
+    weight decay, each step w <- w - learning_rate * weight_decay * w on every trainable
+    variable, then the Adam update; Qi 2025). `weight_decay` is AdamW's only (Adam's weight
+    penalty is `l2`). `l2=None` means the architecture's default L2 regulariser under Adam and
+    NONE under AdamW (the decoupled decay replaces it; set `l2` to have both).
+    `schedule` "constant" (the rate is `learning_rate` throughout) or "warmup_cosine" (per
+    step: linear warm-up to `learning_rate` over `warmup_epochs` epochs, then cosine decay to 0
+    at max(epoch_grid); reproduce.train.WarmupCosine).
+
+    Selection: `selection` "grid" (among the epoch-grid snapshots) or "best_epoch" (every
+    epoch), by `selection_metric` "val_loss" (smallest) or "val_accuracy" (highest; ties: the
+    smaller val loss, then the earlier epoch). `early_stopping_patience` (best_epoch only): stop
+    after that many epochs without a new selected epoch; the run is then complete.
+    `selection_split` "val" | "test_fold" only records where the validation images came from
+    (the caller passes that table). Under a non-constant schedule a grid snapshot at epoch e is
+    not an e-epoch run, so "grid" with more than one grid epoch is refused.
     """
 
     study: str
@@ -159,6 +229,13 @@ class TrainConfig:
     strategy: str = "none"
     model_options: Mapping[str, Any] = field(default_factory=dict)
     precise_bn: bool = False
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 1
+    selection_metric: str = "val_loss"
+    early_stopping_patience: int | None = None
+    selection_split: str = "val"
 
     def __post_init__(self) -> None:
         # Normalise sequences (JSON gives lists back) so equal configs compare equal.
@@ -172,7 +249,11 @@ class TrainConfig:
                                      ("augment", self.augment, AUGMENT_MODES),
                                      ("cache", self.cache, CACHE_MODES),
                                      ("strategy", self.strategy, STRATEGIES),
-                                     ("profile", self.profile, PROFILE_NAMES)):
+                                     ("profile", self.profile, PROFILE_NAMES),
+                                     ("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("schedule", self.schedule, SCHEDULES),
+                                     ("selection_metric", self.selection_metric, SELECTION_METRICS),
+                                     ("selection_split", self.selection_split, SELECTION_SPLITS)):
             if value not in allowed:
                 raise InputError(None, f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.batch_size < 1:
@@ -183,20 +264,72 @@ class TrainConfig:
             raise InputError(None, "--cache memory holds finished model inputs, but on-the-fly "
                              "augmentation needs the original frames each epoch; use "
                              "--augment offline (or none) with --cache memory")
+        self._check_engine_options()
+
+    def _check_engine_options(self) -> None:
+        object.__setattr__(self, "weight_decay", float(self.weight_decay))
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise InputError(None, f"weight decay must be a non-negative number, "
+                             f"got {self.weight_decay}")
+        if self.weight_decay and self.optimizer != "adamw":
+            raise InputError(None, f"weight decay {self.weight_decay:g} is AdamW's decoupled decay; "
+                             "use --optimizer adamw (Adam's weight penalty is --l2)")
+        if isinstance(self.warmup_epochs, bool) or int(self.warmup_epochs) != self.warmup_epochs \
+                or self.warmup_epochs < 0:
+            raise InputError(None, f"warm-up epochs must be a non-negative integer, "
+                             f"got {self.warmup_epochs!r}")
+        object.__setattr__(self, "warmup_epochs", int(self.warmup_epochs))
+        if self.schedule == "warmup_cosine" and self.warmup_epochs >= self.max_epochs:
+            raise InputError(None, f"{self.warmup_epochs} warm-up epoch(s) leave nothing of the "
+                             f"cosine decay in a {self.max_epochs}-epoch run; use fewer warm-up "
+                             "epochs or more epochs")
+        patience = self.early_stopping_patience
+        if patience is not None:
+            if isinstance(patience, bool) or int(patience) != patience or patience < 1:
+                raise InputError(None, f"early-stopping patience must be a positive integer, "
+                                 f"got {patience!r}")
+            object.__setattr__(self, "early_stopping_patience", int(patience))
+            if self.selection != "best_epoch":
+                raise InputError(None, "early stopping picks the best of every epoch trained, but "
+                                 f"--selection {self.selection} chooses among the epoch-grid "
+                                 "snapshots, some of which it may never reach; use --selection "
+                                 "best_epoch with --early-stopping-patience")
+        if self.schedule != "constant" and self.selection == "grid" and len(self.epoch_grid) > 1:
+            raise InputError(None, f"--selection grid with the epoch grid {self.epoch_grid} under "
+                             f"the {self.schedule} schedule: a snapshot at epoch e of this "
+                             f"{self.max_epochs}-epoch schedule is not an e-epoch run (its "
+                             "learning rate has not decayed as an e-epoch schedule's would), so the "
+                             "grid would compare models the paper's rule does not mean; use one "
+                             "grid epoch (--epochs N), --selection best_epoch, or --schedule constant")
 
     @property
     def max_epochs(self) -> int:
         return max(self.epoch_grid)
 
     def to_dict(self) -> dict[str, Any]:
+        """What run.json records. A config that leaves every ENGINE_DEFAULTS field at its
+        default records without them (exactly what it recorded before they existed, so earlier
+        run folders, study.run_matches and results/*/run.json still match); a config that sets
+        any of them records all of them."""
         record = dataclasses.asdict(self)
         record["multiplicity"] = None if self.multiplicity is None else dict(self.multiplicity)
         record["model_options"] = dict(self.model_options)
+        if all(record[name] == value for name, value in ENGINE_DEFAULTS.items()):
+            for name in ENGINE_DEFAULTS:
+                del record[name]
         return record
 
 
+# The engine options added for Qi 2025 and their defaults: the engine's behaviour before them
+# (Adam, constant learning rate, smallest validation loss, no early stopping, validation split).
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "optimizer": "adam", "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 1,
+    "selection_metric": "val_loss", "early_stopping_patience": None, "selection_split": "val"}
+
+
 def make_config(study: str, architecture: str, profile: str, **overrides: Any) -> TrainConfig:
-    """The config of one run: profile defaults, then the study's, then `overrides` (non-None)."""
+    """The config of one run: profile defaults, then the study's (its loss, labels, then its
+    `train_overrides[profile]`), then `overrides` (non-None)."""
     if profile not in PROFILES:
         raise InputError(None, f"profile must be one of {', '.join(PROFILE_NAMES)}, got {profile!r}")
     if study not in STUDIES:
@@ -208,7 +341,9 @@ def make_config(study: str, architecture: str, profile: str, **overrides: Any) -
         learning_rate=prof.learning_rate, l2=prof.l2,
         width=profile_width(prof, architecture), loss=spec.loss,
         labels=spec.labels, augment=prof.augment if spec.multiplicity else "none",
-        multiplicity=spec.multiplicity, precise_bn=prof.precise_bn)
+        multiplicity=spec.multiplicity, precise_bn=prof.precise_bn, optimizer=prof.optimizer,
+        weight_decay=prof.weight_decay, schedule=prof.schedule, warmup_epochs=prof.warmup_epochs)
+    values.update(spec.train_overrides.get(profile, {}))
     values.update({key: value for key, value in overrides.items() if value is not None})
     if values.get("augment") != "none" and values.get("multiplicity") is None:
         raise InputError(None, f"study {study} has no augmentation multiplicity; use --augment none")

@@ -12,11 +12,25 @@ it) and writes, per run, under `runs/<study>/<profile>/<architecture>/fold<k>/`:
   run, so one run to max(grid) gives all five at the cost of one),
 - `selection.json` + `selected.keras`: the snapshot with the smallest validation loss
   (`--selection grid`, the paper's rule), or the best of ALL epochs (`--selection best_epoch`,
-  a departure from the paper, named as such in selection.json),
+  a departure from the paper, named as such in selection.json); `--selection-metric
+  val_accuracy` ranks by the highest validation accuracy instead (ties: smaller val loss, then
+  the earlier epoch); `--early-stopping-patience P` (best_epoch only) ends the run P epochs
+  after the last new best, and the run is then complete (resume and reuse treat it as
+  finished); selection.json names the metric, the validation source (`--selection-split`: a
+  test-fold selection is said to inflate the test figures), any early stop and, under a
+  non-constant schedule, that a snapshot at epoch e is not an e-epoch run,
 - `checkpoints/epoch_XXXX.keras` + `state.json`: the last completed epoch (model, optimizer,
   epoch counter, dropout RNG state), committed atomically; a killed run started again resumes
   from it and ends with the same weights as an uninterrupted run (order and augmentation are
   pure functions of (seed, epoch, image); see reproduce.input_pipeline).
+
+Optimiser: `--optimizer adam` (Tang 2023) or `adamw` (decoupled weight decay `--weight-decay`;
+no L2 kernel regulariser unless `--l2` asks for one), at a constant rate or `--schedule
+warmup_cosine` (`WarmupCosine`: per-step linear warm-up over `--warmup-epochs`, then cosine to 0
+at the last epoch; serialisable, so checkpoints reload and a resumed run continues the same
+schedule from the optimizer's step counter). log.csv's learning_rate is the rate of each epoch's
+last step. Loading a checkpoint WITH its optimizer (compile=True) in a fresh process needs
+`register_serializables()` (or `reproduce.train.WarmupCosine`) first; compile=False does not.
 
 Losses: `bce` (keras BinaryCrossentropy on one-hot labels and a 2-unit softmax, as the
 authors' code), `weighted_ce` (categorical cross-entropy with per-sample class weights
@@ -112,16 +126,121 @@ def run_dir_for(out: str | Path, study: str, profile: str, architecture: str, fo
     return Path(out) / study / profile / architecture / f"fold{int(fold)}"
 
 
+# ----------------------------------------------------------------------------- schedule
+
+_WARMUP_COSINE: Any = None
+
+
+def warmup_cosine_class():
+    """The WarmupCosine LearningRateSchedule class, defined and registered with Keras on first
+    use (this module imports no TensorFlow until it trains).
+
+    WarmupCosine(peak_learning_rate, warmup_steps, total_steps)(step), step = the optimizer's
+    0-based step counter:
+      step < warmup_steps:        peak * (step + 1) / warmup_steps   (peak/warmup_steps .. peak)
+      warmup_steps <= step:       peak * (1 + cos(pi * min((step - warmup_steps) /
+                                                   (total_steps - warmup_steps), 1))) / 2
+    so the rate reaches 0 at step == total_steps (the end of the last epoch; the last step
+    itself still moves the weights a little) and stays 0 beyond.
+    """
+    global _WARMUP_COSINE
+    if _WARMUP_COSINE is None:
+        import keras
+        from keras import ops
+
+        @keras.saving.register_keras_serializable(package="reproduce")
+        class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+            """Linear warm-up, then cosine decay to 0 (see warmup_cosine_class)."""
+
+            def __init__(self, peak_learning_rate: float, warmup_steps: int, total_steps: int,
+                         name: str = "warmup_cosine"):
+                super().__init__()
+                if not peak_learning_rate > 0:
+                    raise ValueError(f"peak learning rate must be positive, got {peak_learning_rate}")
+                if not 0 <= int(warmup_steps) < int(total_steps):
+                    raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps}, "
+                                     f"{total_steps}")
+                self.peak_learning_rate = float(peak_learning_rate)
+                self.warmup_steps = int(warmup_steps)
+                self.total_steps = int(total_steps)
+                self.name = name
+
+            def __call__(self, step):
+                step = ops.cast(step, "float32")
+                peak = ops.cast(self.peak_learning_rate, "float32")
+                warmup = float(self.warmup_steps)
+                progress = ops.clip((step - warmup) / float(self.total_steps - self.warmup_steps),
+                                    0.0, 1.0)
+                cosine = 0.5 * peak * (1.0 + ops.cos(math.pi * progress))
+                if not self.warmup_steps:
+                    return cosine
+                return ops.where(step < warmup, peak * (step + 1.0) / warmup, cosine)
+
+            def get_config(self):
+                return {"peak_learning_rate": self.peak_learning_rate,
+                        "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                        "name": self.name}
+
+        _WARMUP_COSINE = WarmupCosine
+    return _WARMUP_COSINE
+
+
+def register_serializables() -> None:
+    """Register this module's Keras objects (WarmupCosine), to load checkpoints with compile=True."""
+    warmup_cosine_class()
+
+
+def __getattr__(name: str):  # `from reproduce.train import WarmupCosine` (imports keras then)
+    if name == "WarmupCosine":
+        return warmup_cosine_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def learning_rate_for(config: TrainConfig, steps_per_epoch: int | None = None):
+    """The optimizer's learning rate: the float, or a WarmupCosine over the run's steps."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    if not steps_per_epoch:
+        raise ValueError(f"the {config.schedule} schedule needs the steps per epoch")
+    return warmup_cosine_class()(config.learning_rate,
+                                 warmup_steps=steps_per_epoch * config.warmup_epochs,
+                                 total_steps=steps_per_epoch * config.max_epochs)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int | None = None):
+    """keras Adam (as before), or AdamW with the config's decoupled weight decay."""
+    import keras
+
+    learning_rate = learning_rate_for(config, steps_per_epoch)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def last_step_learning_rate(optimizer) -> float:
+    """The rate the optimizer's most recent step used (log.csv's learning_rate of an epoch)."""
+    import keras
+
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    schedule = getattr(inner, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return float(np.asarray(schedule(max(int(np.asarray(inner.iterations)) - 1, 0))))
+    return float(np.asarray(optimizer.learning_rate))
+
+
 # ----------------------------------------------------------------------------- model + compile
 
 
 def registry_builder(config: TrainConfig, input_shape: tuple[int, int, int], num_classes: int):
-    """models.registry.build with the architecture's defaults, then the config's l2 / width."""
+    """models.registry.build with the architecture's defaults, then the config's l2 / width.
+    Under AdamW with `l2=None` the L2 kernel regulariser is off (decoupled decay replaces it)."""
     from models import registry
 
     options = dict(registry.default_options(config.architecture))
     if config.l2 is not None:
         options["l2"] = config.l2
+    elif config.optimizer == "adamw" and "l2" in options:
+        options["l2"] = 0.0
     if config.width is not None:
         options["width"] = config.width
     options.update(config.model_options)
@@ -157,8 +276,10 @@ def make_loss(config: TrainConfig):
     return keras.losses.CategoricalCrossentropy(from_logits=True)
 
 
-def build_and_compile(config: TrainConfig, num_classes: int, builder: ModelBuilder | None = None):
-    """The training model, compiled (call inside strategy.scope() under tf.distribute)."""
+def build_and_compile(config: TrainConfig, num_classes: int, builder: ModelBuilder | None = None,
+                      steps_per_epoch: int | None = None):
+    """The training model, compiled (call inside strategy.scope() under tf.distribute).
+    `steps_per_epoch` sizes a non-constant learning-rate schedule."""
     import keras
 
     builder = builder or registry_builder
@@ -167,7 +288,7 @@ def build_and_compile(config: TrainConfig, num_classes: int, builder: ModelBuild
         from models import margins
 
         model = margins.build_margin_training_model(model, num_classes, config.loss)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                   loss=make_loss(config),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                   jit_compile=bool(config.xla))
@@ -256,6 +377,7 @@ class RunState:
     seed_states: list[list[int]] | None = None
     best_epoch: int | None = None
     best_val_loss: float | None = None
+    stopped_early_at: int | None = None   # early stopping ended the run after this epoch
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunState":
@@ -279,16 +401,34 @@ def _val_loss(row: Mapping[str, Any]) -> float:
     return math.inf if value is None or not np.isfinite(value) else float(value)
 
 
-def select_epoch(history: Sequence[Mapping[str, Any]], grid: Sequence[int], selection: str) -> tuple[int, float]:
-    """(epoch, val_loss) with the smallest validation loss among the grid's epochs (`grid`) or
-    among all epochs (`best_epoch`); ties go to the earlier epoch."""
+def _val_accuracy(row: Mapping[str, Any]) -> float:
+    value = row.get("val_accuracy")
+    return -math.inf if value is None or not np.isfinite(value) else float(value)
+
+
+def selection_key(row: Mapping[str, Any], metric: str = "val_loss") -> tuple:
+    """Sort key of an epoch's log row, best first: smallest val loss (`val_loss`) or highest
+    val accuracy, then smallest val loss (`val_accuracy`); then the earlier epoch. A missing
+    or NaN value ranks last."""
+    if metric == "val_accuracy":
+        return (-_val_accuracy(row), _val_loss(row), int(row["epoch"]))
+    if metric != "val_loss":
+        raise ValueError(f"selection metric must be one of {', '.join(cfg.SELECTION_METRICS)}, "
+                         f"got {metric!r}")
+    return (_val_loss(row), int(row["epoch"]))
+
+
+def select_epoch(history: Sequence[Mapping[str, Any]], grid: Sequence[int], selection: str,
+                 metric: str = "val_loss") -> tuple[int, float]:
+    """(epoch, val_loss) of the best epoch by `metric` (selection_key) among the grid's epochs
+    (`grid`) or among all epochs (`best_epoch`); ties go to the earlier epoch."""
     if selection == "grid":
         candidates = [row for row in history if int(row["epoch"]) in set(grid)]
     else:
         candidates = list(history)
     if not candidates:
         raise ValueError("no epoch to select from")
-    best = min(candidates, key=lambda row: (_val_loss(row), int(row["epoch"])))
+    best = min(candidates, key=lambda row: selection_key(row, metric))
     return int(best["epoch"]), _val_loss(best)
 
 
@@ -332,17 +472,24 @@ def _make_callbacks(config: TrainConfig, run_dir: Path, state: RunState, images_
             row.update({key: float(v) for key, v in logs.items() if key not in row})
             row["seconds"] = round(end - self._start, 4)
             row["images_per_s"] = round(images_per_epoch / train_seconds, 2)
-            row["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+            row["learning_rate"] = last_step_learning_rate(self.model.optimizer)
             tick = time.perf_counter()
             checkpoint = f"checkpoints/epoch_{completed:04d}.keras"
             with atomic.atomic_path(run_dir / checkpoint) as tmp:
                 self.model.save(tmp)
             if completed in grid:
                 _copy_atomic(run_dir / checkpoint, run_dir / f"snapshots/epoch_{completed:04d}.keras")
-            if config.selection == "best_epoch" and (state.best_val_loss is None
-                                                     or _val_loss(row) < state.best_val_loss):
-                _copy_atomic(run_dir / checkpoint, run_dir / BEST_EPOCH_MODEL)
-                state.best_epoch, state.best_val_loss = completed, _val_loss(row)
+            if config.selection == "best_epoch":
+                best = next((r for r in state.history if int(r["epoch"]) == state.best_epoch), None)
+                if best is None or selection_key(row, config.selection_metric) < \
+                        selection_key(best, config.selection_metric):
+                    _copy_atomic(run_dir / checkpoint, run_dir / BEST_EPOCH_MODEL)
+                    state.best_epoch, state.best_val_loss = completed, _val_loss(row)
+            patience = config.early_stopping_patience
+            stop = (patience is not None and completed < config.max_epochs
+                    and completed - int(state.best_epoch) >= patience)
+            if stop:
+                state.stopped_early_at = completed
             row["checkpoint_seconds"] = round(time.perf_counter() - tick, 4)
             previous = state.checkpoint
             state.epochs_completed = completed
@@ -353,6 +500,8 @@ def _make_callbacks(config: TrainConfig, run_dir: Path, state: RunState, images_
             _write_log(run_dir, state.history)
             if previous and previous != checkpoint:
                 (run_dir / previous).unlink(missing_ok=True)
+            if stop:
+                self.model.stop_training = True
 
     callbacks = [EpochRecorder()]
     kill_at = os.environ.get(KILL_ENV)
@@ -405,24 +554,73 @@ def _remove_stray_temp_files(run_dir: Path) -> None:
                     path.unlink()
 
 
+TEST_FOLD_NOTE = ("test-fold selection: the epoch was chosen on the held-out test fold's "
+                  "images and labels (the CNS authors' protocol), so the test figures of this "
+                  "model read the test labels twice and are inflated; they are not an "
+                  "independent test")
+
+
+def selection_rule(config: TrainConfig) -> tuple[str, bool | None]:
+    """(the rule in words, whether it departs from the study's paper; None: paper rule not
+    recorded)."""
+    what = ("smallest validation loss" if config.selection_metric == "val_loss" else
+            "highest validation accuracy (ties: smaller validation loss, then the earlier epoch)")
+    where = "among the epoch-grid snapshots" if config.selection == "grid" else "over every epoch"
+    rule = f"{what} {where}"
+    if config.early_stopping_patience is not None:
+        rule += f", early stopping with patience {config.early_stopping_patience}"
+    if config.selection_split == "test_fold":
+        rule += ", on the held-out test fold"
+    paper = cfg.STUDIES[config.study].paper_selection if config.study in cfg.STUDIES else None
+    if paper is None:
+        return rule, None
+    if paper.matches(config):
+        return f"{rule} ({paper.source})", False
+    return f"{rule} (departure from {paper.source}: {paper.description})", True
+
+
 def _finalize_selection(config: TrainConfig, run_dir: Path, state: RunState) -> tuple[int, float, Path]:
-    epoch, val_loss = select_epoch(state.history, config.epoch_grid, config.selection)
+    metric = config.selection_metric
+    epoch, val_loss = select_epoch(state.history, config.epoch_grid, config.selection, metric)
     source = (run_dir / f"snapshots/epoch_{epoch:04d}.keras" if config.selection == "grid"
               else run_dir / BEST_EPOCH_MODEL)
     _copy_atomic(source, run_dir / SELECTED_MODEL)
-    candidates = {int(r["epoch"]): _val_loss(r) for r in state.history
-                  if config.selection == "best_epoch" or int(r["epoch"]) in set(config.epoch_grid)}
-    atomic.write_json(run_dir / SELECTION_FILE, {
+    rows = [r for r in state.history
+            if config.selection == "best_epoch" or int(r["epoch"]) in set(config.epoch_grid)]
+    chosen = next(r for r in state.history if int(r["epoch"]) == epoch)
+    rule, departure = selection_rule(config)
+    record: dict[str, Any] = {
         "selection": config.selection,
-        "rule": ("smallest validation loss among the epoch-grid snapshots (Tang 2023 s2.3)"
-                 if config.selection == "grid" else
-                 "smallest validation loss over every epoch (departure from Tang 2023, which "
-                 "chooses among the epoch-grid models only)"),
-        "departure_from_paper": config.selection != "grid",
+        "selection_metric": metric,
+        "selection_split": config.selection_split,
+        "rule": rule,
+        "departure_from_paper": departure,
         "epoch": epoch, "val_loss": val_loss, "model": SELECTED_MODEL,
         "source": str(source.relative_to(run_dir)),
-        "candidates_val_loss": {str(k): v for k, v in sorted(candidates.items())},
-    })
+        "candidates_val_loss": {str(int(r["epoch"])): _val_loss(r) for r in rows},
+    }
+    if metric == "val_accuracy":
+        record["val_accuracy"] = _val_accuracy(chosen)
+        record["candidates_val_accuracy"] = {str(int(r["epoch"])): _val_accuracy(r) for r in rows}
+    record["epochs_completed"] = state.epochs_completed
+    record["max_epochs"] = config.max_epochs
+    record["early_stopping_patience"] = config.early_stopping_patience
+    record["stopped_early"] = state.stopped_early_at is not None
+    record["stopped_early_at_epoch"] = state.stopped_early_at
+    if state.stopped_early_at is not None:
+        record["early_stopping_note"] = (
+            f"training stopped early at epoch {state.stopped_early_at} of {config.max_epochs}: "
+            f"no better epoch by {metric} in the {config.early_stopping_patience} epoch(s) after "
+            f"epoch {state.best_epoch}; the run is complete")
+    if config.selection_split == "test_fold":
+        record["selection_split_note"] = TEST_FOLD_NOTE
+    if config.schedule != "constant":
+        record["note"] = (
+            f"learning-rate schedule {config.schedule} over the run's {config.max_epochs} epochs: "
+            f"the model after epoch e < {config.max_epochs} is epoch e of this schedule, NOT an "
+            "e-epoch run (an e-epoch schedule would have decayed its learning rate to 0 by "
+            "epoch e), so it stands for no shorter training")
+    atomic.write_json(run_dir / SELECTION_FILE, record)
     return epoch, val_loss, run_dir / SELECTED_MODEL
 
 
@@ -465,13 +663,17 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
                               **dict(extra_record or {})})
     state = RunState.load(run_dir)
     resumed_from = state.epochs_completed
-    if resumed_from >= config.max_epochs:
+    if resumed_from >= config.max_epochs or state.stopped_early_at is not None:
         epoch, val_loss, path = _finalize_selection(config, run_dir, state) if chief else (0, 0.0, run_dir)
         return RunResult(run_dir, epoch, val_loss, path, 0, resumed_from, time.perf_counter() - started)
 
+    on_the_fly = config.augment == "on_the_fly"
+    multiplicity = pipe.multiplicity_vector(class_names, config.multiplicity) if on_the_fly else None
+    images_per_epoch = len(pipe.expand_entries(train_table.labels, multiplicity))
+    steps_per_epoch = cfg.steps_per_epoch(images_per_epoch, config.batch_size)
     with numerics(config):
         with strategy.scope():
-            model = build_and_compile(config, num_classes, builder)
+            model = build_and_compile(config, num_classes, builder, steps_per_epoch=steps_per_epoch)
             if state.checkpoint:
                 model.optimizer.build(model.trainable_variables)
                 model.load_weights(run_dir / state.checkpoint)
@@ -479,8 +681,6 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
         height, width, channels = input_shape_for(config)
         spec = pipe.PipelineSpec(size_wh=(width, height), channels=channels, num_classes=num_classes,
                                  labels_as_input=config.loss in ("arcface", "cosface"))
-        on_the_fly = config.augment == "on_the_fly"
-        multiplicity = pipe.multiplicity_vector(class_names, config.multiplicity) if on_the_fly else None
         cached_train = cached_val = None
         if config.cache == "memory":
             cached_train = pipe.materialize(train_table, spec)
@@ -491,7 +691,9 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
             augment=on_the_fly, sample_weights=weights, cached=cached_train)
         val_ds = pipe.eval_dataset(val_table, spec, batch_size=config.batch_size,
                                    sample_weights=weights, cached=cached_val)
-        images_per_epoch = len(pipe.expand_entries(train_table.labels, multiplicity))
+        if steps != steps_per_epoch:  # the schedule was sized with steps_per_epoch
+            raise RuntimeError(f"the input pipeline has {steps} steps per epoch, "
+                               f"expected {steps_per_epoch}")
         (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         _remove_stray_temp_files(write_dir)
         callbacks = _make_callbacks(config, write_dir, state, images_per_epoch)
@@ -508,12 +710,12 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
         model.fit(train_ds, steps_per_epoch=steps, initial_epoch=resumed_from,
                   epochs=config.max_epochs, validation_data=val_ds, callbacks=callbacks,
                   verbose=verbose, shuffle=False)
+    trained = state.epochs_completed - resumed_from  # fewer than planned after an early stop
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
-        return RunResult(run_dir, 0, 0.0, run_dir, config.max_epochs - resumed_from, resumed_from,
-                         time.perf_counter() - started)
+        return RunResult(run_dir, 0, 0.0, run_dir, trained, resumed_from, time.perf_counter() - started)
     epoch, val_loss, path = _finalize_selection(config, run_dir, state)
-    return RunResult(run_dir, epoch, val_loss, path, config.max_epochs - resumed_from, resumed_from,
+    return RunResult(run_dir, epoch, val_loss, path, trained, resumed_from,
                      time.perf_counter() - started)
 
 
@@ -537,16 +739,22 @@ def class_names_for(study: str, manifest: pd.DataFrame, source: str) -> tuple[st
     return tuple(names)
 
 
-def fold_tables(manifest: pd.DataFrame, splits: pd.DataFrame, class_names: Sequence[str], source: str):
-    """{fold: (train ImageTable, val ImageTable)} joining splits to the manifest on image_path."""
+def fold_tables(manifest: pd.DataFrame, splits: pd.DataFrame, class_names: Sequence[str], source: str,
+                validation: str = "val"):
+    """{fold: (train ImageTable, validation ImageTable)} joining splits to the manifest on
+    image_path. The validation table is the fold's val split, or with validation="test_fold"
+    its TEST split (TrainConfig.selection_split "test_fold": the CNS authors' protocol, which
+    selects on the test labels)."""
     from data_prep.splits import iter_folds
     from reproduce.input_pipeline import ImageTable
 
+    if validation not in cfg.SELECTION_SPLITS:
+        raise ValueError(f"validation must be one of {', '.join(cfg.SELECTION_SPLITS)}, got {validation!r}")
     by_path = manifest.set_index(manifest["image_path"].astype(str))
     tables = {}
     for fold in iter_folds(splits):
         parts = []
-        for part in (fold.train, fold.val):
+        for part in (fold.train, fold.val if validation == "val" else fold.test):
             missing = sorted(set(part["image_path"].astype(str)) - set(by_path.index))
             if missing:
                 raise InputError(source, f"image '{missing[0]}' is not in the manifest", column="image_path")
@@ -562,7 +770,8 @@ def build_parser(study: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"python -m reproduce {study or '<study>'} train",
         description="Train the study's architectures over the epoch grid (one pass, snapshots at "
-                    "each grid epoch), select by validation loss, resume killed runs.")
+                    "each grid epoch), select the best epoch (by validation loss unless told "
+                    "otherwise), resume killed runs.")
     parser.add_argument("--study", choices=sorted(cfg.STUDIES), default=study or "pgds",
                         help="study key (set by `python -m reproduce <study> train`)")
     parser.add_argument("--profile", choices=cfg.PROFILE_NAMES, default="default",
@@ -581,9 +790,20 @@ def build_parser(study: str | None = None) -> argparse.ArgumentParser:
                         help="folder for models, checkpoints and logs (git-ignored runs/)")
     parser.add_argument("--epochs", default=None,
                         help="epoch grid, e.g. 25,50,100,150,200 (default: the profile's)")
-    parser.add_argument("--selection", choices=cfg.SELECTIONS, default="grid",
-                        help="grid: smallest val loss among grid snapshots (the paper); "
-                             "best_epoch: over all epochs (a departure from the paper)")
+    parser.add_argument("--selection", choices=cfg.SELECTIONS, default=None,
+                        help="grid (default): the best epoch-grid snapshot (Tang 2023); "
+                             "best_epoch: the best of all epochs (a departure from Tang 2023)")
+    parser.add_argument("--selection-metric", choices=cfg.SELECTION_METRICS, default=None,
+                        help="what 'best' means: val_loss (default: smallest) or val_accuracy "
+                             "(highest; ties: smaller val loss, then the earlier epoch)")
+    parser.add_argument("--early-stopping-patience", type=int, default=None, metavar="P",
+                        help="with --selection best_epoch: stop after P epochs without a better "
+                             "epoch by the selection metric (the run is then complete); "
+                             "default: no early stopping")
+    parser.add_argument("--selection-split", choices=cfg.SELECTION_SPLITS, default=None,
+                        help="images that select the epoch: val (default: the validation split) "
+                             "or test_fold (each fold's TEST images, the CNS authors' protocol: it "
+                             "reads the test labels and inflates the test figures; recorded as such)")
     parser.add_argument("--loss", choices=cfg.LOSSES, default=None,
                         help="default: the study's (pgds: bce)")
     parser.add_argument("--augment", choices=cfg.AUGMENT_MODES, default=None,
@@ -592,8 +812,21 @@ def build_parser(study: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--cache", choices=cfg.CACHE_MODES, default="none",
                         help="memory: decode every image once and hold them in RAM")
     parser.add_argument("--batch-size", type=int, default=None, help="GLOBAL batch size")
-    parser.add_argument("--learning-rate", type=float, default=None, help="Adam learning rate")
-    parser.add_argument("--l2", type=float, default=None, help="L2 weight decay on convolutions")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="learning rate (the peak rate under --schedule warmup_cosine)")
+    parser.add_argument("--optimizer", choices=cfg.OPTIMIZERS, default=None,
+                        help="adam (default, Tang 2023) or adamw (decoupled weight decay, Qi 2025)")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help="AdamW's decoupled weight decay (w -= lr * wd * w per step); "
+                             "adamw only; default 0")
+    parser.add_argument("--schedule", choices=cfg.SCHEDULES, default=None,
+                        help="constant (default) or warmup_cosine: linear warm-up over "
+                             "--warmup-epochs, then cosine decay to 0 at the last epoch (per step)")
+    parser.add_argument("--warmup-epochs", type=int, default=None,
+                        help="warm-up epochs of --schedule warmup_cosine (default 1)")
+    parser.add_argument("--l2", type=float, default=None,
+                        help="L2 penalty on convolutions (default: the architecture's under "
+                             "Adam, none under AdamW)")
     parser.add_argument("--width", type=int, default=None,
                         help="model base width (small for quick runs); default: the profile's")
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
@@ -683,7 +916,15 @@ def _main(args: argparse.Namespace) -> int:
         splits = case_level_split(manifest, test_size=0.2, val_size=0.1, seed=args.seed)
         splits_source = str(args.out / args.study / args.profile / "splits.csv")
         atomic.write_csv(splits_source, splits)
-    tables = fold_tables(manifest, splits, class_names, splits_source)
+    tables_by_split: dict[str, dict] = {}
+
+    def tables_for(selection_split: str) -> dict:
+        if selection_split not in tables_by_split:
+            tables_by_split[selection_split] = fold_tables(manifest, splits, class_names,
+                                                           splits_source, validation=selection_split)
+        return tables_by_split[selection_split]
+
+    tables = tables_for("val")
     folds = sorted(tables) if args.folds is None else [int(f) for f in args.folds.split(",")]
     for fold in folds:
         if fold not in tables:
@@ -707,10 +948,14 @@ def _main(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, learning_rate=args.learning_rate, l2=args.l2,
             width=args.width, seed=args.seed, mixed_precision=args.mixed_precision,
             xla=args.xla, strategy=args.strategy, model_options=model_options,
-            precise_bn=args.precise_bn)
+            precise_bn=args.precise_bn, optimizer=args.optimizer, weight_decay=args.weight_decay,
+            schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+            selection_metric=args.selection_metric,
+            early_stopping_patience=args.early_stopping_patience,
+            selection_split=args.selection_split)
         print(f"[{position}/{len(mine)}] {run.describe()}", file=sys.stderr, flush=True)
         run_dir = run_dir_for(args.out, run.study, args.profile, run.architecture, run.fold)
-        train_table, val_table = tables[run.fold]
+        train_table, val_table = tables_for(config.selection_split)[run.fold]
         if config.augment == "offline":
             fold_split = splits if "fold" not in splits.columns else splits[splits["fold"] == run.fold]
             train_table = offline_training_table(manifest, Path(manifest_path), fold_split, config,
