@@ -58,6 +58,11 @@ def expected_steps(study: str, profile: str, targets: Sequence[str],
     for target in targets:
         if target in previous and pd.notna(previous[target]):
             expected[target] = float(previous[target])
+    # A run that reused its models spent ~0 s on `train`; its "trained <arch>" rows keep what
+    # training cost, which is what a fresh run will spend.
+    trained = sum(float(v) for k, v in previous.items() if str(k).startswith("trained "))
+    if "train" in expected and trained > expected["train"]:
+        expected["train"] = trained
     return expected
 
 

@@ -29,6 +29,10 @@ def test_expected_steps_prefer_the_previous_run_of_the_same_profile(tmp_path):
         folder / "timings.csv", index=False)
     expected = reproduce_all.expected_steps("pgds", "default", ["train", "table1", "figure3"], folder)
     assert expected == {"train": 1000.0, "table1": 20.0, "figure3": 3.0}
+    # a run that reused its models: the training its log.csv recorded is what counts
+    pd.DataFrame({"target": ["train", "trained a", "trained b"], "seconds": [1.0, 300.0, 400.0]}
+                 ).to_csv(folder / "timings.csv", index=False)
+    assert reproduce_all.expected_steps("pgds", "default", ["train"], folder) == {"train": 700.0}
     # another profile's timings are not used
     expected = reproduce_all.expected_steps("pgds", "ci", ["train"], folder)
     assert expected == {"train": 60.0}
