@@ -907,3 +907,42 @@ def threshold_text(threshold: float) -> str:
     if not np.isfinite(threshold):
         return str(threshold)
     return f"{threshold:.3f}" if abs(threshold) >= 0.001 or threshold == 0 else f"{threshold:.2e}"
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+CV_KINDS = ("holdout", "kfold", "lopo", "loco")
+
+
+def cross_validation_splits(manifest: pd.DataFrame, cv: str, *, k: int = 5, val_size: float = 0.1,
+                            test_size: float = 0.2, stratify: str = "label",
+                            seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """(splits, how they were made) for a study's `--cv` choice; no fold ever splits a patient.
+
+    holdout: one case-level train/val/test split (fold 0); kfold: stratified group k-fold over
+    cases; lopo: leave one patient (case) out per fold; loco: leave one centre out per fold.
+    In every kind the validation images of a fold come from its TRAINING cases (`val_size` of
+    them, per class), so model selection never reads the test fold.
+    """
+    from data_prep import splits as split_mod
+
+    if cv == "holdout":
+        splits = split_mod.case_level_split(manifest, test_size=test_size, val_size=val_size,
+                                            stratify=stratify, seed=seed)
+    elif cv == "kfold":
+        splits = split_mod.stratified_group_kfold(manifest, k=k, stratify=stratify, seed=seed,
+                                                  val_size=val_size)
+    elif cv in ("lopo", "loco"):
+        group = "case_id" if cv == "lopo" else "center"
+        if group not in manifest.columns:
+            raise InputError(manifest.attrs.get("path"), f"--cv {cv} needs a '{group}' column",
+                             column=group)
+        splits = split_mod.leave_one_group_out(manifest, group=group, val_size=val_size,
+                                               stratify=stratify, seed=seed)
+    else:
+        raise InputError(None, f"--cv must be one of {', '.join(CV_KINDS)}, got {cv!r}")
+    info = {"cv": cv, "stratify": stratify, "val_size": val_size,
+            **({"k": k} if cv == "kfold" else {}),
+            **({"test_size": test_size} if cv == "holdout" else {}),
+            "validation": "from each fold's training cases (never the test fold)"}
+    return splits, info
