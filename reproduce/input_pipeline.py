@@ -199,14 +199,100 @@ def _augment_numpy(image: np.ndarray, seed: np.int64, epoch: np.int64, entry: np
 # ----------------------------------------------------------------------------- datasets
 
 
+TRANSFORMS = ("minmax", "imagenet")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_RESIZE_RATIO = 256 / 224   # torchvision's Resize(256) before CenterCrop(224)
+RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
+
+
 @dataclass(frozen=True)
 class PipelineSpec:
-    """How frames become model input (shared by training, validation and evaluation)."""
+    """How frames become model input (shared by training, validation and evaluation).
+
+    `transform` "minmax" (Tang 2023's code: bilinear resize to the input, per-image min-max to
+    [0, 1]) or "imagenet" (Qi 2025's code, torchvision's recipe): training images through
+    RandomResizedCrop (area 8-100 %, aspect 3/4-4/3) and a horizontal flip, evaluation images
+    resized so the shorter side is 256/224 of the input's and centre-cropped; then levels / 255,
+    grey tiled to the channels, and ImageNet's per-channel mean and SD. `rrc_scale` narrows
+    the crop's area range (a profile may keep more of small frames).
+    """
 
     size_wh: tuple[int, int]
     channels: int
     num_classes: int
     labels_as_input: bool = False  # margin heads (ArcFace/CosFace) take [image, label] as input
+    transform: str = "minmax"
+    rrc_scale: tuple[float, float] = RRC_SCALE
+
+    def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {self.transform!r}")
+
+
+def imagenet_normalize(levels: tf.Tensor, channels: int) -> tf.Tensor:
+    """[H, W] grey levels (8- or 16-bit scale) -> [H, W, channels]: levels / full scale, grey
+    tiled, then ImageNet's per-channel mean and SD (3 channels; other counts: the mean of the
+    three channels' statistics, 0.449 and 0.226)."""
+    full_scale = tf.where(tf.reduce_max(levels) > 255.0, 65535.0, 255.0)
+    tiled = tf.stack([levels / full_scale] * channels, axis=-1)
+    if channels == 3:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    else:
+        mean, std = (float(np.mean(IMAGENET_MEAN)),) * channels, (float(np.mean(IMAGENET_STD)),) * channels
+    return (tiled - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def eval_transform(gray: tf.Tensor, spec: "PipelineSpec") -> tf.Tensor:
+    """An unaugmented frame as model input under the spec's transform."""
+    if spec.transform == "imagenet":
+        return imagenet_normalize(resize_center_crop(gray, spec.size_wh), spec.channels)
+    return resize_minmax(gray, spec.size_wh, spec.channels)
+
+
+def resize_center_crop(gray: tf.Tensor, size_wh: tuple[int, int]) -> tf.Tensor:
+    """[H0, W0] -> [H, W]: the shorter side resized to EVAL_RESIZE_RATIO x the input's shorter
+    side (aspect kept, bilinear), then the centre H x W (torchvision Resize + CenterCrop)."""
+    width, height = size_wh
+    shape = tf.cast(tf.shape(gray), tf.float32)
+    target_short = tf.round(min(width, height) * EVAL_RESIZE_RATIO)
+    scale = target_short / tf.minimum(shape[0], shape[1])
+    new_h = tf.maximum(tf.cast(tf.round(shape[0] * scale), tf.int32), height)
+    new_w = tf.maximum(tf.cast(tf.round(shape[1] * scale), tf.int32), width)
+    resized = tf.image.resize(gray[..., None], tf.stack([new_h, new_w]), method="bilinear",
+                              antialias=False)[..., 0]
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return tf.ensure_shape(resized[top:top + height, left:left + width], [height, width])
+
+
+def random_resized_crop(gray: tf.Tensor, size_wh: tuple[int, int], seed: tf.Tensor,
+                        scale: tuple[float, float] = RRC_SCALE,
+                        ratio: tuple[float, float] = RRC_RATIO) -> tf.Tensor:
+    """torchvision's RandomResizedCrop + RandomHorizontalFlip, drawn from a stateless seed
+    (a pure function of it, so a resumed run sees the same crops): up to 10 tries of an area
+    fraction in `scale` and a log-uniform aspect in `ratio` that fit, else the whole frame."""
+    width, height = size_wh
+    shape = tf.cast(tf.shape(gray), tf.float32)
+    area = shape[0] * shape[1]
+    draws = tf.random.stateless_uniform([10, 2], seed=seed)
+    target_area = area * (scale[0] + (scale[1] - scale[0]) * draws[:, 0])
+    log_lo, log_hi = np.log(ratio[0]), np.log(ratio[1])
+    aspect = tf.exp(log_lo + (log_hi - log_lo) * draws[:, 1])
+    crop_w = tf.round(tf.sqrt(target_area * aspect))
+    crop_h = tf.round(tf.sqrt(target_area / aspect))
+    fits = (crop_w >= 1) & (crop_h >= 1) & (crop_w <= shape[1]) & (crop_h <= shape[0])
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    found = tf.reduce_any(fits)
+    crop_w = tf.where(found, crop_w[first], shape[1])
+    crop_h = tf.where(found, crop_h[first], shape[0])
+    offsets = tf.random.stateless_uniform([3], seed=seed + tf.constant([0, 1], tf.int64))
+    top = tf.cast(tf.floor(offsets[0] * (shape[0] - crop_h + 1)), tf.int32)
+    left = tf.cast(tf.floor(offsets[1] * (shape[1] - crop_w + 1)), tf.int32)
+    crop = gray[top:top + tf.cast(crop_h, tf.int32), left:left + tf.cast(crop_w, tf.int32)]
+    resized = tf.image.resize(crop[..., None], (height, width), method="bilinear",
+                              antialias=False)[..., 0]
+    flipped = tf.where(offsets[2] < 0.5, resized[:, ::-1], resized)
+    return tf.ensure_shape(flipped, [height, width])
 
 
 def _options() -> tf.data.Options:
@@ -239,7 +325,7 @@ def materialize(table: ImageTable, spec: PipelineSpec, batch_size: int = 64) -> 
     """Decode every image once into one float32 array [n, H, W, C] (the memory cache)."""
     load = _load_fn(table, spec)
     dataset = (tf.data.Dataset.range(len(table))
-               .map(lambda i: resize_minmax(load(i), spec.size_wh, spec.channels),
+               .map(lambda i: eval_transform(load(i), spec),
                     num_parallel_calls=AUTOTUNE, deterministic=True)
                .batch(batch_size).prefetch(AUTOTUNE))
     width, height = spec.size_wh
@@ -263,6 +349,13 @@ def _image_fn(table: ImageTable, spec: PipelineSpec, cached: np.ndarray | None,
 
     def image(epoch: tf.Tensor, entry: tf.Tensor) -> tf.Tensor:
         gray = load(tf.gather(source, entry))
+        if spec.transform == "imagenet":
+            if augment:
+                crop_seed = tf.stack([tf.constant(seed, tf.int64),
+                                      tf.cast(epoch, tf.int64) * 1_000_003 + tf.cast(entry, tf.int64)])
+                framed = random_resized_crop(gray, spec.size_wh, crop_seed, spec.rrc_scale)
+                return imagenet_normalize(framed, spec.channels)
+            return eval_transform(gray, spec)
         if augment:
             def augmented() -> tf.Tensor:
                 out = tf.numpy_function(_augment_numpy, [gray, tf.constant(seed, tf.int64), epoch, entry],
