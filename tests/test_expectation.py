@@ -166,3 +166,24 @@ def test_target_lines_say_mean_and_worst_seed():
     assert "auroc >= 0.9: mean 0.980, worst seed 0.970 -- holds for the mean and the worst seed" in lines
     assert "pointing_game_tp >= 0.8: mean 0.833, worst seed 0.750 -- holds for the mean, NOT " \
            "for the worst seed" in lines
+
+
+def test_a_fresh_value_whose_own_ci_reaches_the_interval_is_within(committed, tmp_path, capsys):
+    """A proportion at its boundary (no false positive) is no finding when its CI reaches the
+    expected interval; a clearly degraded AUROC is one even with its CI."""
+    fresh = tmp_path / "fresh"
+    frame = _headline(0.98, 0.95).assign(sensitivity=[1.0, 0.8], sensitivity_lo=[0.86, 0.7],
+                                         sensitivity_hi=[1.0, 0.9])
+    _study(fresh / "pgds", frame)
+    assert compare.main(["--expect", str(committed), str(fresh)]) == 0
+    assert "0.860-1.000" in capsys.readouterr().out
+    frame = frame.assign(auroc=[0.88, 0.95], auroc_lo=[0.83, 0.9], auroc_hi=[0.92, 0.99])
+    (fresh / "pgds" / "headline.csv").unlink()
+    frame.to_csv(fresh / "pgds" / "headline.csv", index=False)
+    assert compare.main(["--expect", str(committed), str(fresh)]) == 1
+
+
+def test_spread_ignores_ci_columns():
+    frame = _headline(0.98, 0.95).assign(auroc_lo=0.9, auroc_hi=1.0)
+    spread = expectation.seed_spread({0: frame, 1: frame.assign(auroc=[0.97, 0.94])}, key="model")
+    assert not spread["metric"].str.endswith(("_lo", "_hi")).any()

@@ -5,7 +5,8 @@
 Read from the tables already written (table1.csv; gradcam_localisation.csv for Pgds-ResNet,
 the model Figure 4 explains): AUROC, sensitivity, specificity, F1 and accuracy of every model,
 and for Pgds-ResNet the pointing game on its true positives, its chance level and the energy
-share inside the masks. These are the values `python -m reproduce pgds seeds` spreads over
+share inside the masks, each with its 95 % CI (`<metric>_lo`, `_hi`: the tables' bootstrap or
+Wilson-with-continuity-correction intervals). These are the values `python -m reproduce pgds seeds` spreads over
 seeds and `python -m reproduce compare --expect` judges a fresh run by.
 """
 from __future__ import annotations
@@ -40,9 +41,12 @@ def build_headline(results_dir: str | Path) -> pd.DataFrame:
     from reproduce.pgds.figure4 import DEFAULT_ARCH
 
     results_dir = Path(results_dir)
+    from reproduce import stats
+
     table1 = _read(results_dir / "table1.csv")
-    frame = table1[["model", *METRICS]].copy()
-    for column in LOCALISATION:
+    bounds = [f"{m}_{side}" for m in METRICS for side in ("lo", "hi") if f"{m}_{side}" in table1]
+    frame = table1[["model", *METRICS, *bounds]].copy()
+    for column in (*LOCALISATION, "pointing_game_tp_lo", "pointing_game_tp_hi"):
         frame[column] = np.nan
     localisation = results_dir / "gradcam_localisation.csv"
     if localisation.is_file():
@@ -51,14 +55,17 @@ def build_headline(results_dir: str | Path) -> pd.DataFrame:
             positives = scores[scores["true_positive"].astype(bool)]
             row = frame["model"] == pipeline.DISPLAY_NAMES[DEFAULT_ARCH]
             if len(positives):
-                frame.loc[row, "pointing_game_tp"] = float(positives["pointing_game_hit"].mean())
+                hits = int(positives["pointing_game_hit"].astype(bool).sum())
+                _, lo, hi = stats.proportion_ci(hits, len(positives), stats.PGDS_PROPORTION_CI)
+                frame.loc[row, "pointing_game_tp"] = hits / len(positives)
+                frame.loc[row, ["pointing_game_tp_lo", "pointing_game_tp_hi"]] = [lo, hi]
                 frame.loc[row, "pointing_game_chance_tp"] = float(positives["chance_hit"].mean())
                 frame.loc[row, "energy_inside_tp"] = float(positives["energy_inside"].mean())
     return frame.reset_index(drop=True)
 
 
 def markdown(ctx: pipeline.StudyContext, table: pd.DataFrame) -> str:
-    shown = table.copy()
+    shown = table[[c for c in table.columns if not c.endswith(("_lo", "_hi"))]].copy()
     for column in shown.columns[1:]:
         shown[column] = shown[column].map(lambda v: "n/a" if not np.isfinite(v) else f"{v:.3f}")
     return "\n".join([
