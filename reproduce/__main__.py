@@ -43,13 +43,24 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("pgds", "seeds"): Target("reproduce.pgds.seeds", (), "the study over several seeds "
                               "(--seeds 0,1,2) and seed_spread.csv: mean, SD, expected range"),
     ("pgds", "all"): Target("reproduce.pgds.all", (), "train once, then every table and figure"),
+    ("cns", "train"): Target("reproduce.cns.train", (), "train ResNet-34 (Qi 2025) for the 4-class "
+                             "and 5-class tasks over every fold (--cv, --shard i/n)"),
+    ("cns", "tables"): Target("reproduce.cns.tables", (), "Qi 2025 accuracy, per-class, confusion, "
+                              "subgroup tables, Figures 2-5, honest vs test-fold selection"),
+    ("cns", "heatmaps"): Target("reproduce.cns.heatmaps", (), "Grad-CAM per class and its "
+                                "localisation against the truth masks (pointing game, energy)"),
+    ("cns", "readers"): Target("reproduce.cns.readers", (), "reader study with and without the "
+                               "model's help (reader CSV, or simulated on the phantom)"),
+    ("cns", "predict"): Target("reproduce.cns.predict", (), "class probabilities, call and heat-map "
+                               "per frame of a folder (--images DIR --weights W.keras)"),
+    ("cns", "all"): Target("reproduce.cns.all", (), "train once, then every CNS table and figure"),
 }
 
 # Jobs that are not one study's target: `python -m reproduce all` (what ./run_all.sh runs) and
 # `python -m reproduce compare DIR_A DIR_B`.
 JOBS: dict[str, Target] = {
     "all": Target("reproduce.all", (), "every study's tables and figures with progress and "
-                  "ETA, then results/README.md (what ./run_all.sh runs; today: pgds)"),
+                  "ETA, then results/README.md (what ./run_all.sh runs: pgds; --studies pgds,cns adds cns)"),
     "compare": Target("reproduce.compare", (), "compare two results folders metric by metric; "
                       "exit 1 where a difference exceeds its tolerance; --expect: judge a fresh "
                       "run against the committed spread over seeds"),

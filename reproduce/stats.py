@@ -260,6 +260,20 @@ def stratified_bootstrap_indices(y_true: Any, n_boot: int = 1000, seed: int = 0)
     return np.hstack([pos_draw, neg_draw])
 
 
+def class_stratified_bootstrap_indices(codes: Any, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``(n_boot, n)`` indices: each replicate draws every class's members with replacement
+    from that class (the multi-class form of :func:`stratified_bootstrap_indices`), so each
+    replicate keeps the class counts and every one-vs-rest AUROC stays defined."""
+    labels = _as_1d(codes, "codes")
+    _check_n_boot(n_boot)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        parts.append(members[rng.integers(0, members.size, size=(n_boot, members.size))])
+    return np.hstack(parts) if parts else np.zeros((n_boot, 0), dtype=np.int64)
+
+
 def _replicate_counts(indices: np.ndarray, n: int) -> np.ndarray:
     """How often each original sample appears in each replicate: ``(n_boot, n)`` int64."""
     n_boot = indices.shape[0]

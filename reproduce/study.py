@@ -92,6 +92,20 @@ class StudySpec:
     split_key: Callable[["StudyContext"], dict] = lambda ctx: {}
     results_dir: str = ""                # default results folder, e.g. results/pgds
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # A task of a study trains on the manifest rows whose label is one of its class_names
+    # (e.g. Qi 2025's 4-anomaly task leaves out the normal patients); the data, its folds and
+    # the leakage audit are the study's (over `data_labels`), its runs and predictions live in
+    # runs/<study>/<profile>/<task>/. "" = the study has one task.
+    task: str = ""
+    data_labels: tuple[str, ...] | None = None   # labels the manifest may hold (None: class_names)
+    # Also predict each fold's TEST images after every epoch (label-free; runs/.../monitor.csv)
+    # so a test-fold selection (the CNS authors' protocol) can be shown beside the honest one
+    # from the same training runs. Nothing in training or in its selection reads them.
+    monitor_test_fold: bool = False
+
+    @property
+    def manifest_labels(self) -> tuple[str, ...]:
+        return tuple(self.data_labels or self.class_names)
 
 
 @dataclass(frozen=True)
@@ -183,6 +197,41 @@ def run_cli(main_body: Callable[[argparse.Namespace], int], parser: argparse.Arg
         return EXIT_BAD_INPUT
 
 
+def run_steps(steps: Sequence[tuple[str, Callable[[], int]]], key: str,
+              on_step: Callable[[str], None] | None = None) -> tuple[int, list[tuple[str, float]]]:
+    """Run a study's `all` steps in order: (exit code of the first failing step or 0,
+    [(step, seconds)..., ("total", seconds)]). `on_step(name)` is called as each starts."""
+    timings: list[tuple[str, float]] = []
+    started = time.perf_counter()
+    for name, run in steps:
+        say(key, f"=== {name} ===")
+        if on_step is not None:
+            on_step(name)
+        t0 = time.perf_counter()
+        code = int(run() or 0)
+        timings.append((name, time.perf_counter() - t0))
+        if code != 0:
+            say(key, f"{name} failed with exit code {code}; stopping")
+            return code, timings
+    timings.append(("total", time.perf_counter() - started))
+    return 0, timings
+
+
+def read_user_csv(path: str | Path, what: str) -> pd.DataFrame:
+    """A user's CSV as text cells with stripped headers; InputError naming it when it is
+    absent or unreadable (`what` names it in the message, e.g. "reader CSV")."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{what} not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True,
+                            encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(path, f"not a readable CSV: {str(err).splitlines()[0]}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
 def say(ctx_or_key, message: str) -> None:
     key = ctx_or_key if isinstance(ctx_or_key, str) else ctx_or_key.study
     print(f"[{key}] {message}", file=sys.stderr, flush=True)
@@ -264,9 +313,19 @@ def splits_path(ctx: StudyContext) -> Path:
 
 
 def _load_manifest(ctx: StudyContext, path: Path) -> pd.DataFrame:
+    """The whole manifest (every label of the study's data), checked."""
     from data_prep.manifest import load_manifest
 
-    return load_manifest(path, labels=ctx.spec.class_names)
+    return load_manifest(path, labels=ctx.spec.manifest_labels)
+
+
+def task_rows(spec: StudySpec, frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a manifest (or a splits frame joined to it) that the spec's task trains on."""
+    if tuple(spec.class_names) == spec.manifest_labels:
+        return frame
+    kept = frame[frame["label"].astype(str).isin(spec.class_names)].reset_index(drop=True)
+    kept.attrs = dict(frame.attrs)
+    return kept
 
 
 def _prepare(ctx: StudyContext) -> None:
@@ -423,18 +482,26 @@ def prepared_data(ctx: StudyContext) -> tuple[pd.DataFrame, pd.DataFrame]:
                                  "picture one case_id, or use --force after checking that the "
                                  "flagged pairs are different pictures")
         key = (str(manifest_path(ctx).resolve()), file_sha256(manifest_path(ctx)),
-               file_sha256(splits_path(ctx)), ctx.spec.class_names)
+               file_sha256(splits_path(ctx)), ctx.spec.class_names, ctx.spec.manifest_labels)
         if key not in _MANIFEST_CACHE:
-            manifest = _load_manifest(ctx, manifest_path(ctx))
-            _MANIFEST_CACHE[key] = (manifest, load_splits(splits_path(ctx)))
+            manifest = task_rows(ctx.spec, _load_manifest(ctx, manifest_path(ctx)))
+            splits = load_splits(splits_path(ctx))
+            splits = splits[splits["image_path"].astype(str).isin(
+                set(manifest["image_path"].astype(str)))].reset_index(drop=True)
+            _MANIFEST_CACHE[key] = (manifest, splits)
         manifest, splits = _MANIFEST_CACHE[key]
         return manifest.copy(), splits.copy()
 
 
 def folds(ctx: StudyContext) -> list[int]:
-    """The fold numbers of the prepared splits (a hold-out: [0])."""
+    """The fold numbers of the prepared splits that test at least one of the task's images (a
+    hold-out: [0]; a leave-one-patient-out fold of a normal patient tests nothing of a task
+    without the normal class, so it trains nothing there)."""
     _, splits = prepared_data(ctx)
-    return sorted(int(f) for f in splits["fold"].unique()) if "fold" in splits.columns else [0]
+    if "fold" not in splits.columns:
+        return [0]
+    tested = splits.loc[splits["split"].astype(str) == "test", "fold"]
+    return sorted(int(f) for f in tested.unique())
 
 
 # ----------------------------------------------------------------------------- models
@@ -447,7 +514,10 @@ def train_config(ctx: StudyContext, arch: str, fold: int = 0):
     if arch not in ctx.spec.architectures:
         raise InputError(None, f"architecture must be one of {', '.join(ctx.spec.architectures)}, "
                                f"got {arch!r}")
-    extra = {"fold": fold} if fold else {}
+    extra: dict[str, Any] = {"fold": fold} if fold else {}
+    if ctx.spec.task:
+        extra["labels"] = tuple(ctx.spec.class_names)
+    extra.update(ctx.spec.extra.get("train_overrides", lambda ctx: {})(ctx))
     return cfg.make_config(ctx.study, arch, ctx.profile, seed=ctx.seed, **extra)
 
 
@@ -457,8 +527,10 @@ def gradcam_layer(ctx_or_spec, profile: str, arch: str) -> str:
     from models.registry import gradcam_layer as registry_layer
 
     spec = ctx_or_spec.spec if isinstance(ctx_or_spec, StudyContext) else ctx_or_spec
+    options = (dict(train_config(ctx_or_spec, arch).model_options)
+               if isinstance(ctx_or_spec, StudyContext) else {})
     stages = spec.heatmaps.get(profile, spec.heatmaps["paper"])[1]
-    return "+".join(registry_layer(arch, stages_before_last=k) for k in stages)
+    return "+".join(registry_layer(arch, stages_before_last=k, **options) for k in stages)
 
 
 def heatmap_method(ctx_or_spec, profile: str) -> str:
@@ -471,6 +543,8 @@ def run_dir(ctx: StudyContext, arch: str, fold: int = 0) -> Path:
     """runs/<study>/<profile>/<arch>/fold<k>"""
     from reproduce.train import run_dir_for
 
+    if ctx.spec.task:
+        return ctx.study_dir / ctx.spec.task / arch / f"fold{int(fold)}"
     return run_dir_for(ctx.runs_dir, ctx.study, ctx.profile, arch, fold)
 
 
@@ -505,9 +579,21 @@ def run_matches(ctx: StudyContext, arch: str, fold: int = 0) -> tuple[bool, str]
         return False, "config"
     if record.get("manifest_sha256") != manifest_hash(manifest_path(ctx)):
         return False, "manifest"
+    if record.get("fold_images_sha256") != fold_images_hash(ctx, fold):
+        return False, "splits"
     if not ((folder / SELECTION_FILE).is_file() and (folder / SELECTED_MODEL).is_file()):
         return False, "incomplete"
     return True, ""
+
+
+def fold_images_hash(ctx: StudyContext, fold: int = 0) -> str:
+    """sha256 of the fold's (split, image) pairs: a model is reused only for the very images it
+    was trained, validated and tested on (another --cv, k or seed gives other folds)."""
+    _, splits = prepared_data(ctx)
+    part = splits if "fold" not in splits.columns else splits[splits["fold"].astype(int) == fold]
+    lines = sorted(f"{split}\t{path}" for split, path in
+                   zip(part["split"].astype(str), part["image_path"].astype(str)))
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def model_path(ctx: StudyContext, arch: str, fold: int = 0) -> Path:
@@ -521,17 +607,26 @@ def model_path(ctx: StudyContext, arch: str, fold: int = 0) -> Path:
         if ok:
             return folder / train.SELECTED_MODEL
         force = False
-        if why in ("config", "manifest"):
-            what = "training config" if why == "config" else "manifest (or its images)"
+        if why in ("config", "manifest", "splits"):
+            what = {"config": "training config", "manifest": "manifest (or its images)",
+                    "splits": "split (other training, validation or test images in this fold)"
+                    }[why]
             if not ctx.force:
                 raise InputError(folder / "run.json", f"this model was trained with another "
                                  f"{what}; use --force to retrain it, or another --runs folder")
             force = True
         config = train_config(ctx, arch, fold)
-        tables = train.fold_tables(manifest, splits, ctx.spec.class_names, str(splits_path(ctx)))
+        tables = train.fold_tables(manifest, splits, ctx.spec.class_names, str(splits_path(ctx)),
+                                   validation=config.selection_split)
         if fold not in tables:
             raise InputError(splits_path(ctx), f"fold {fold} is not in the splits", column="fold")
         train_table, val_table = tables[fold]
+        monitor_table = None
+        if ctx.spec.monitor_test_fold:
+            test_tables = (tables if config.selection_split == "test_fold" else
+                           train.fold_tables(manifest, splits, ctx.spec.class_names,
+                                             str(splits_path(ctx)), validation="test_fold"))
+            monitor_table = test_tables[fold][1]
         if config.augment == "offline":
             fold_split = splits if "fold" not in splits.columns else splits[splits["fold"] == fold]
             train_table = train.offline_training_table(manifest, manifest_path(ctx), fold_split,
@@ -544,7 +639,9 @@ def model_path(ctx: StudyContext, arch: str, fold: int = 0) -> Path:
         started = time.perf_counter()
         result = train.train_run(config, train_table, val_table, ctx.spec.class_names, folder,
                                  manifest=manifest_path(ctx), force=force,
-                                 verbose=2 if ctx.profile != "ci" else 0)
+                                 verbose=2 if ctx.profile != "ci" else 0,
+                                 monitor_table=monitor_table,
+                                 extra_record={"fold_images_sha256": fold_images_hash(ctx, fold)})
         (folder / THRESHOLD_FILE).unlink(missing_ok=True)
         say(ctx, f"{name}: selected epoch {result.selected_epoch} (val_loss "
             f"{result.selected_val_loss:.4f}) in {time.perf_counter() - started:.1f} s")
@@ -571,27 +668,34 @@ def load_model(ctx: StudyContext, arch: str, fold: int = 0):
     return _MODEL_CACHE[key]
 
 
-def input_spec(input_shape_hwc: Sequence[int], num_classes: int):
+def input_spec(input_shape_hwc: Sequence[int], num_classes: int, transform: str = "minmax"):
     """reproduce.input_pipeline.PipelineSpec for a model input shape (H, W, C)."""
     from reproduce.input_pipeline import PipelineSpec
 
     height, width, channels = (int(v) for v in input_shape_hwc)
-    return PipelineSpec(size_wh=(width, height), channels=channels, num_classes=num_classes)
+    return PipelineSpec(size_wh=(width, height), channels=channels, num_classes=num_classes,
+                        transform=transform)
 
 
-def inputs_for_shape(image_paths: Sequence[str | Path], input_shape_hwc: Sequence[int],
-                     num_classes: int, batch_size: int = 32) -> np.ndarray:
-    """(N, H, W, C) float32 model inputs made by the training pipeline's own preprocessing
-    (reproduce.input_pipeline.eval_dataset: grayscale, bilinear resize, per-image min-max)."""
+def _eval_batches(image_paths: Sequence[str | Path], input_shape_hwc: Sequence[int],
+                  num_classes: int, batch_size: int, transform: str):
     from reproduce.input_pipeline import ImageTable, eval_dataset
 
     paths = tuple(str(p) for p in image_paths)
-    height, width, channels = (int(v) for v in input_shape_hwc)
-    if not paths:
-        return np.zeros((0, height, width, channels), dtype=np.float32)
     table = ImageTable(paths, np.zeros(len(paths), dtype=np.int64))
-    dataset = eval_dataset(table, input_spec(input_shape_hwc, num_classes), batch_size=batch_size,
-                           with_labels=False)
+    return eval_dataset(table, input_spec(input_shape_hwc, num_classes, transform),
+                        batch_size=batch_size, with_labels=False)
+
+
+def inputs_for_shape(image_paths: Sequence[str | Path], input_shape_hwc: Sequence[int],
+                     num_classes: int, batch_size: int = 32, transform: str = "minmax") -> np.ndarray:
+    """(N, H, W, C) float32 model inputs made by the training pipeline's own evaluation
+    preprocessing (reproduce.input_pipeline.eval_dataset; minmax: grayscale, bilinear resize,
+    per-image min-max; imagenet: resize + centre crop, ImageNet mean/SD)."""
+    height, width, channels = (int(v) for v in input_shape_hwc)
+    if not len(image_paths):
+        return np.zeros((0, height, width, channels), dtype=np.float32)
+    dataset = _eval_batches(image_paths, input_shape_hwc, num_classes, batch_size, transform)
     return np.concatenate(list(dataset.as_numpy_iterator()), axis=0).astype(np.float32)
 
 
@@ -602,27 +706,30 @@ def model_input_shape(ctx: StudyContext, arch: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in input_shape_for(train_config(ctx, arch)))
 
 
+def model_transform(ctx: StudyContext, arch: str) -> str:
+    """The input transform (reproduce.input_pipeline.TRANSFORMS) the architecture trains with."""
+    return train_config(ctx, arch).transform
+
+
 def model_inputs(ctx: StudyContext, arch: str, image_paths: Sequence[str | Path]) -> np.ndarray:
     """(N, H, W, C) float32: exactly the preprocessing used in training for this architecture."""
-    return inputs_for_shape(image_paths, model_input_shape(ctx, arch), len(ctx.spec.class_names))
+    return inputs_for_shape(image_paths, model_input_shape(ctx, arch), len(ctx.spec.class_names),
+                            transform=model_transform(ctx, arch))
 
 
 def predict_probabilities(model, image_paths: Sequence[str | Path], input_shape_hwc: Sequence[int],
-                          num_classes: int, batch_size: int = 32) -> np.ndarray:
+                          num_classes: int, batch_size: int = 32,
+                          transform: str = "minmax") -> np.ndarray:
     """(N, classes) softmax outputs of the model, float64."""
-    from reproduce.input_pipeline import ImageTable, eval_dataset
-
-    paths = tuple(str(p) for p in image_paths)
-    if not paths:
+    if not len(image_paths):
         return np.zeros((0, num_classes), dtype=np.float64)
-    table = ImageTable(paths, np.zeros(len(paths), dtype=np.int64))
-    dataset = eval_dataset(table, input_spec(input_shape_hwc, num_classes), batch_size=batch_size,
-                           with_labels=False)
+    dataset = _eval_batches(image_paths, input_shape_hwc, num_classes, batch_size, transform)
     return np.asarray(model.predict(dataset, verbose=0), dtype=np.float64)
 
 
 def predictions_dir(ctx: StudyContext) -> Path:
-    return ctx.study_dir / "predictions" if ctx.is_phantom else data_dir(ctx) / "predictions"
+    base = ctx.study_dir / "predictions" if ctx.is_phantom else data_dir(ctx) / "predictions"
+    return base / ctx.spec.task if ctx.spec.task else base
 
 
 def probability_columns(ctx: StudyContext) -> list[str]:
@@ -664,7 +771,8 @@ def predictions(ctx: StudyContext, arch: str) -> pd.DataFrame:
                 + (f" (fold {fold})" if len(fold_numbers) > 1 else ""))
             probabilities = predict_probabilities(model, frame["abs_path"],
                                                   model_input_shape(ctx, arch),
-                                                  len(ctx.spec.class_names))
+                                                  len(ctx.spec.class_names),
+                                                  transform=model_transform(ctx, arch))
             for index, column in enumerate(probability_columns(ctx)):
                 frame[column] = probabilities[:, index]
             if ctx.spec.positive_label is not None:
@@ -709,6 +817,8 @@ def prediction_frame(spec: StudySpec, manifest: pd.DataFrame, splits: pd.DataFra
                                  if "gestational_week" in manifest.columns else np.nan)
     frame["center"] = (manifest["center"].astype(str).to_numpy()
                        if "center" in manifest.columns else "")
+    frame["plane"] = (manifest["plane"].astype(str).to_numpy()
+                      if "plane" in manifest.columns else "")
     if "mask_path" in manifest.columns:
         frame["mask_path"] = [str(root / value) if value else ""
                               for value in manifest["mask_path"].fillna("").astype(str)]
@@ -720,7 +830,7 @@ def prediction_frame(spec: StudySpec, manifest: pd.DataFrame, splits: pd.DataFra
 def read_predictions(ctx: StudyContext, path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"image_path": str, "abs_path": str, "case_id": str,
                                      "label": str, "subtype": str, "split": str, "mask_path": str,
-                                     "center": str},
+                                     "center": str, "plane": str},
                         keep_default_na=False, na_values={"gestational_week": [""]})
     frame["mask_path"] = frame["mask_path"].fillna("").astype(str)
     frame["y_true"] = frame["y_true"].astype(int)

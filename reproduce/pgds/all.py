@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import time
 from typing import Callable, Sequence
 
 from data_prep import atomic
 from data_prep.errors import InputError
+from reproduce import study
 from reproduce.pgds import pipeline
 
 # Order matters only for speed: `train` first so every later target finds its models.
@@ -81,26 +81,19 @@ def _body(args: argparse.Namespace, on_step: Callable[[str], None] | None = None
     # Refuse before hours of training, not at the first table, when --results holds another
     # config's results (each target checks again for itself).
     pipeline.check_results_dir(pipeline.context_from_args(args))
-    timings = []
-    started = time.perf_counter()
-    for target in chosen:
-        pipeline.say(f"=== {target} ===")
-        if on_step is not None:
-            on_step(target)
-        t0 = time.perf_counter()
+
+    def runner(target: str):
         if target == "train":
-            code = _train(args)
-        else:
-            code = int(importlib.import_module(f"reproduce.pgds.{target}").main(shared) or 0)
-        timings.append((target, time.perf_counter() - t0))
-        if code != 0:
-            pipeline.say(f"{target} failed with exit code {code}; stopping")
-            return code
-    total = time.perf_counter() - started
+            return lambda: _train(args)
+        return lambda: importlib.import_module(f"reproduce.pgds.{target}").main(shared)
+
+    code, timings = study.run_steps([(t, runner(t)) for t in chosen], pipeline.STUDY, on_step)
+    if code != 0:
+        return code
+    total = timings[-1][1]
     import pandas as pd
 
-    frame = pd.DataFrame(timings + [("total", total)] + training_seconds(args),
-                         columns=["target", "seconds"])
+    frame = pd.DataFrame(timings + training_seconds(args), columns=["target", "seconds"])
     atomic.write_csv(args.results / "timings.csv", frame)
     pipeline.say(f"all done in {total / 60:.1f} min; results in {args.results}")
     return 0

@@ -82,15 +82,10 @@ def _norm_path(text: str) -> str:
 def load_reader_csv(path: str | Path, images: pd.DataFrame) -> pd.DataFrame:
     """Read and validate a user reader CSV against `images` (the study's images: columns
     image_path, case_id, split). Returns CALL_COLUMNS (simulated=False), test images only."""
+    from reproduce.study import read_user_csv
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "reader CSV not found")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True,
-                            encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise InputError(path, f"not a readable CSV: {str(err).splitlines()[0]}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = read_user_csv(path, "reader CSV")
     for column in ("reader", "reader_level", "call"):
         if column not in frame.columns:
             raise InputError(path, f"missing required column (header has: "
