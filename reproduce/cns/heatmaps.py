@@ -177,7 +177,7 @@ def localisation_summary(table: pd.DataFrame, class_names: Sequence[str]) -> pd.
     classified, hit rate on the correct ones (k/n = rate, Wilson CI with continuity
     correction) and their mean chance level, hit rate on all, mean energy inside (correct,
     all), mean mask-area share and energy / area."""
-    from reproduce.pgds.figure4 import _rate
+    from reproduce.pgds.figure4 import rate_text
 
     groups = [("all anomalous", table)]
     present = set(table["label"].astype(str))
@@ -189,10 +189,10 @@ def localisation_summary(table: pd.DataFrame, class_names: Sequence[str]) -> pd.
         area = _mean(part["mask_area_share"])
         rows.append({
             "group": name, "images": len(part), "correct": len(correct),
-            "hit_rate_correct": _rate(correct["pointing_game_hit"].astype(bool)),
+            "hit_rate_correct": rate_text(correct["pointing_game_hit"].astype(bool)),
             "hits_correct": int(correct["pointing_game_hit"].astype(bool).sum()),
             "chance_correct": _mean(correct["chance_hit"]),
-            "hit_rate_all": _rate(part["pointing_game_hit"].astype(bool)),
+            "hit_rate_all": rate_text(part["pointing_game_hit"].astype(bool)),
             "energy_inside_correct": _mean(correct["energy_inside"]),
             "energy_inside_all": _mean(part["energy_inside"]),
             "mask_area_share": area,
@@ -339,7 +339,7 @@ def _input_mask(row, input_hw, transform) -> np.ndarray | None:
 
 def _fold_heatmaps(ctx, rows: pd.DataFrame, layer: str, method: str) -> np.ndarray:
     """The true class's maps of `rows`, each from its own fold's model, in the rows' order."""
-    from reproduce.pgds.figure4 import _heatmaps
+    from reproduce.pgds.figure4 import heatmaps_or_input_error
 
     input_hw = study.model_input_shape(ctx, pipeline.ARCH)[:2]
     heats = np.zeros((len(rows), *input_hw), dtype=np.float32)
@@ -349,14 +349,14 @@ def _fold_heatmaps(ctx, rows: pd.DataFrame, layer: str, method: str) -> np.ndarr
         part = rows.iloc[where]
         model = study.load_model(ctx, pipeline.ARCH, int(fold))
         inputs = study.model_inputs(ctx, pipeline.ARCH, list(part["abs_path"]))
-        heats[where] = _heatmaps(model, inputs, part["y_true"].to_numpy(dtype=int), layer, method)
+        heats[where] = heatmaps_or_input_error(model, inputs, part["y_true"].to_numpy(dtype=int), layer, method)
     return heats
 
 
 def make_outputs(ctx):
     """(figure, localisation table, markdown) of one task's context."""
     from reproduce.pgds import plots
-    from reproduce.pgds.figure4 import _check_layer, grid_text
+    from reproduce.pgds.figure4 import check_layer, grid_text
 
     arch = pipeline.ARCH
     class_names = tuple(ctx.spec.class_names)
@@ -367,7 +367,7 @@ def make_outputs(ctx):
     tolerance = gradcam.pointing_tolerance_px(input_hw)
     frame = study.predictions(ctx, arch)
     test = frame[frame["split"] == "test"].reset_index(drop=True)
-    grids = _check_layer(study.load_model(ctx, arch, int(test["fold"].iloc[0]) if len(test) else 0),
+    grids = check_layer(study.load_model(ctx, arch, int(test["fold"].iloc[0]) if len(test) else 0),
                          layer)
 
     masks: dict[int, np.ndarray] = {}

@@ -146,7 +146,7 @@ def localisation_frame(rows: pd.DataFrame, heats: np.ndarray | None,
     return table
 
 
-def _rate(hits: pd.Series) -> str:
+def rate_text(hits: pd.Series) -> str:
     summary = gradcam.localisation_summary(pd.DataFrame({"hit": hits.to_numpy(dtype=bool),
                                                          "energy_inside": 0.0,
                                                          "mask_area_share": 0.0}))
@@ -170,9 +170,9 @@ def localisation_summary(table: pd.DataFrame) -> pd.DataFrame:
         row = {"group": name, "images": len(part), "true_positives": len(positives)}
         if "pointing_game_hit" in part.columns:
             row.update({
-                "hit_rate_true_positives": _rate(positives["pointing_game_hit"]),
+                "hit_rate_true_positives": rate_text(positives["pointing_game_hit"]),
                 "chance_true_positives": _mean(positives["chance_hit"]),
-                "hit_rate_all": _rate(part["pointing_game_hit"]),
+                "hit_rate_all": rate_text(part["pointing_game_hit"]),
                 "energy_inside_true_positives": _mean(positives["energy_inside"]),
                 "energy_inside_all": _mean(part["energy_inside"]),
                 "mask_area_share": _mean(part["mask_area_share"]),
@@ -294,14 +294,14 @@ def _read_mask(path: str) -> np.ndarray:
     return read_grayscale(path)
 
 
-def _heatmaps(model, inputs: np.ndarray, classes, layer: str, method: str) -> np.ndarray:
+def heatmaps_or_input_error(model, inputs: np.ndarray, classes, layer: str, method: str) -> np.ndarray:
     try:
         return gradcam.heatmaps(model, inputs, classes, layer=layer, method=method)
     except ValueError as err:
         raise InputError(None, f"Grad-CAM at layer {layer!r}: {err}") from None
 
 
-def _check_layer(model, layer: str) -> list[tuple[int, int]]:
+def check_layer(model, layer: str) -> list[tuple[int, int]]:
     """Each named layer's feature-map (h, w) (several: joined by '+' or ','); InputError
     naming the candidates when one is unusable."""
     layers = dict(feature_layers(model))
@@ -325,7 +325,7 @@ def make_outputs(ctx: pipeline.StudyContext, arch: str = DEFAULT_ARCH, layer: st
     threshold = pipeline.operating_threshold(ctx, arch)
     model = pipeline.load_model(ctx, arch)
     layer = layer or pipeline.gradcam_layer(ctx.profile, arch)
-    grid_hw = _check_layer(model, layer)
+    grid_hw = check_layer(model, layer)
     input_hw = pipeline.model_input_shape(ctx, arch)[:2]
     rule = {"max_f1": "best F1", "youden": "Youden's J"}[ctx.threshold_rule]
 
@@ -346,7 +346,7 @@ def make_outputs(ctx: pipeline.StudyContext, arch: str = DEFAULT_ARCH, layer: st
     heats = None
     if has_masks:
         inputs = pipeline.model_inputs(ctx, arch, list(scored["abs_path"]))
-        heats = _heatmaps(model, inputs, POSITIVE_INDEX, layer, method)
+        heats = heatmaps_or_input_error(model, inputs, POSITIVE_INDEX, layer, method)
         table = localisation_frame(scored, heats, masks, threshold=threshold, layer=layer,
                                    method=method)
     else:
@@ -363,7 +363,7 @@ def make_outputs(ctx: pipeline.StudyContext, arch: str = DEFAULT_ARCH, layer: st
     # Diseased images: the genetic-disease map (the one scored above); normal images: the
     # normal class's map, for contrast.
     classes = np.where(examples_rows["y_true"].to_numpy() == 1, POSITIVE_INDEX, 1 - POSITIVE_INDEX)
-    example_heats = _heatmaps(model, inputs, classes, layer, method)
+    example_heats = heatmaps_or_input_error(model, inputs, classes, layer, method)
     hit_of = dict(zip(table["image_path"], table.get("pointing_game_hit", pd.Series(dtype=bool))))
     examples = []
     for i, row in enumerate(examples_rows.itertuples()):
