@@ -48,6 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=96, help="square input size (default 96)")
     parser.add_argument("--width", type=int, default=8, help="base width (default 8; plain: 16)")
     parser.add_argument("--epochs", type=int, default=8, help="epochs (default 8)")
+    parser.add_argument("--augment", action="store_true",
+                        help="random flip, rotation (+-20 deg), zoom and shift (Keras layers) while training")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and the weights")
     args = parser.parse_args(argv)
 
@@ -73,6 +75,11 @@ def main(argv=None) -> int:
     shape = (args.size, args.size, 3)
     model = (plain_cnn(shape, len(labels), args.width) if args.arch == "plain" else
              registry.build(args.arch, shape, len(labels), width=args.width, l2=0.0))
+    if args.augment:
+        augmented = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.055),
+                                      keras.layers.RandomZoom(0.15), keras.layers.RandomTranslation(0.08, 0.08)])
+        inputs = keras.Input(shape)
+        model = keras.Model(inputs, model(augmented(inputs)))
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     onehot = keras.utils.to_categorical(y, len(labels))
@@ -82,6 +89,8 @@ def main(argv=None) -> int:
     batch_stats = np.concatenate([model(x[held_out][i:i + 32], training=True).numpy()
                                   for i in range(0, int(held_out.sum()), 32)])
     base = np.bincount(y[held_out]).max() / held_out.sum()
+    confusion = pd.crosstab(pd.Series(np.array(labels)[y[held_out]], name="true"),
+                            pd.Series(np.array(labels)[batch_stats.argmax(1)], name="called"))
     print(f"{args.arch} width {args.width} at {args.size}x{args.size}, labels {labels}, "
           f"{(~held_out).sum()} training / {held_out.sum()} held-out images, "
           f"{time.perf_counter() - started:.0f} s")
@@ -89,6 +98,8 @@ def main(argv=None) -> int:
     print("held-out accuracy:", " ".join(f"{v:.2f}" for v in history["val_accuracy"]))
     print(f"held-out accuracy with batch statistics {np.mean(batch_stats.argmax(1) == y[held_out]):.3f}; "
           f"base rate {base:.3f}")
+    print("held-out confusion (batch statistics):")
+    print(confusion.to_string())
     return 0
 
 
