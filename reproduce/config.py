@@ -41,7 +41,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "warmup_cosine")
 LOSSES = ("bce", "weighted_ce", "arcface", "cosface")
 AUGMENT_MODES = ("none", "offline", "on_the_fly")
-CACHE_MODES = ("none", "memory")
+CACHE_MODES = ("none", "memory", "decoded")
 # How frames become model input (reproduce.input_pipeline.TRANSFORMS, kept equal by a test):
 # minmax = Tang 2023's code (resize, per-image min-max); imagenet = Qi 2025's code
 # (RandomResizedCrop + flip for training, Resize + CenterCrop for evaluation, ImageNet mean/SD).
@@ -309,7 +309,8 @@ class TrainConfig:
         if self.cache == "memory" and self.augment == "on_the_fly":
             raise InputError(None, "--cache memory holds finished model inputs, but on-the-fly "
                              "augmentation needs the original frames each epoch; use "
-                             "--augment offline (or none) with --cache memory")
+                             "--cache decoded (the decoded frames in memory, augmented every "
+                             "epoch), or --augment offline (or none) with --cache memory")
         self._check_engine_options()
 
     def _check_engine_options(self) -> None:

@@ -757,16 +757,24 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
                                  labels_as_input=config.loss in ("arcface", "cosface"),
                                  transform=config.transform,
                                  rrc_scale=(config.crop_min_area, 1.0))
-        cached_train = cached_val = None
+        cached_train = cached_val = decoded_train = decoded_val = None
         if config.cache == "memory":
             cached_train = pipe.materialize(train_table, spec)
             cached_val = pipe.materialize(val_table, spec)
+        elif config.cache == "decoded":
+            decoded_train = pipe.decode_frames(train_table, spec)
+            decoded_val = pipe.decode_frames(val_table, spec)
+            if decoded_train is None or decoded_val is None:
+                print(f"cache decoded: the frames exceed {pipe.DECODED_CACHE_LIMIT >> 20} MiB "
+                      "decoded; streaming them from disk instead", file=sys.stderr, flush=True)
+                decoded_train = decoded_val = None
         train_ds, steps = pipe.train_dataset(
             train_table, spec, batch_size=config.batch_size, seed=config.seed,
             start_epoch=resumed_from, end_epoch=config.max_epochs, multiplicity=multiplicity,
-            augment=on_the_fly, sample_weights=weights, cached=cached_train)
+            augment=on_the_fly, sample_weights=weights, cached=cached_train,
+            decoded=decoded_train)
         val_ds = pipe.eval_dataset(val_table, spec, batch_size=config.batch_size,
-                                   sample_weights=weights, cached=cached_val)
+                                   sample_weights=weights, cached=cached_val, decoded=decoded_val)
         if steps != steps_per_epoch:  # the schedule was sized with steps_per_epoch
             raise RuntimeError(f"the input pipeline has {steps} steps per epoch, "
                                f"expected {steps_per_epoch}")
@@ -892,7 +900,9 @@ def build_parser(study: str | None = None) -> argparse.ArgumentParser:
                         help="none; offline (augmented copies written to disk first, as the "
                              "paper); on_the_fly (same multiplicity, redrawn each epoch)")
     parser.add_argument("--cache", choices=cfg.CACHE_MODES, default="none",
-                        help="memory: decode every image once and hold them in RAM")
+                        help="memory: hold the finished model inputs in RAM (no on-the-fly "
+                             "augmentation); decoded: hold the decoded frames in RAM and still "
+                             "crop/augment/resize every epoch; none: stream from disk")
     parser.add_argument("--batch-size", type=int, default=None, help="GLOBAL batch size")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="learning rate (the peak rate under --schedule warmup_cosine)")

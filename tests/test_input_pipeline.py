@@ -192,6 +192,48 @@ def test_memory_cache_equals_streaming(small_table):
         assert all(np.array_equal(p, q) for p, q in zip(a, b))
 
 
+@pytest.fixture(scope="module")
+def mixed_size_table(tmp_path_factory) -> pipe.ImageTable:
+    """Frames of three sizes, 8- and 16-bit PNG and JPEG: what the decoded cache must pad."""
+    folder = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, (height, width) in enumerate([(30, 36), (41, 29), (30, 36), (52, 47), (41, 29), (33, 33)]):
+        image = (rng.random((height, width)) * 250).astype(np.uint8)
+        if i == 3:
+            image = image.astype(np.uint16) * 250  # 16-bit levels up to 62250
+        path = folder / f"m{i}.{'jpg' if i == 1 else 'png'}"
+        cv2.imwrite(str(path), image)
+        paths.append(str(path))
+    return pipe.ImageTable(tuple(paths), np.array([0, 1, 0, 1, 0, 1]))
+
+
+@pytest.mark.parametrize("transform, augment", [("minmax", False), ("imagenet", False),
+                                                ("imagenet", True)])
+def test_decoded_cache_equals_streaming(mixed_size_table, transform, augment):
+    spec = pipe.PipelineSpec(size_wh=(24, 20), channels=3, num_classes=2, transform=transform,
+                             rrc_scale=(0.3, 1.0))
+    decoded = pipe.decode_frames(mixed_size_table, spec)
+    assert decoded.pixels.dtype == np.uint16 and decoded.pixels.shape == (6, 52, 47)
+    assert decoded.shapes.tolist()[:2] == [[30, 36], [41, 29]]
+    kwargs = dict(batch_size=4, seed=3, start_epoch=0, end_epoch=3, augment=augment)
+    streamed, _ = pipe.train_dataset(mixed_size_table, spec, **kwargs)
+    from_memory, _ = pipe.train_dataset(mixed_size_table, spec, decoded=decoded, **kwargs)
+    pairs = list(zip(_batches(streamed), _batches(from_memory)))
+    assert len(pairs) == 6
+    for a, b in pairs:
+        assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    evaluated = _batches(pipe.eval_dataset(mixed_size_table, spec, batch_size=8, decoded=decoded))
+    reference = _batches(pipe.eval_dataset(mixed_size_table, spec, batch_size=8))
+    assert np.array_equal(evaluated[0][0], reference[0][0])
+
+
+def test_decoded_cache_over_its_limit_is_none(mixed_size_table):
+    spec = pipe.PipelineSpec(size_wh=(24, 20), channels=1, num_classes=2)
+    assert pipe.decode_frames(mixed_size_table, spec, limit_bytes=6 * 52 * 47 * 2 - 1) is None
+    assert pipe.decode_frames(mixed_size_table, spec, limit_bytes=6 * 52 * 47 * 2) is not None
+
+
 def test_unreadable_file_is_reported_with_its_name(tmp_path):
     bad = tmp_path / "broken.dcm"
     bad.write_bytes(b"not an image at all")
