@@ -357,7 +357,7 @@ def numerics(config: TrainConfig) -> Iterator[None]:
     from tensorflow.python.framework import config as tf_config
 
     previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy(cfg.dtype_policy(config))
     keras.utils.set_random_seed(config.seed)
     if config.xla:
         tf_config.disable_op_determinism()
@@ -942,6 +942,10 @@ def build_parser(study: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, init, order, augmentation")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 policy (GPU); loss scaling is automatic")
+    parser.add_argument("--precision", choices=cfg.PRECISIONS, default="float32",
+                        help="CPU compute precision: float32 (default), bfloat16 (Keras "
+                             "mixed_bfloat16), auto (bf16 only where the CPU lists amx_bf16 or "
+                             "avx512_bf16; bench/bench_precision.py measures whether it pays)")
     parser.add_argument("--xla", action="store_true", help="compile the train step with XLA")
     parser.add_argument("--strategy", choices=cfg.STRATEGIES, default="none",
                         help="tf.distribute: mirrored (GPUs of one host), multiworker (TF_CONFIG)")
@@ -1050,6 +1054,7 @@ def _main(args: argparse.Namespace) -> int:
             selection=args.selection, loss=args.loss, augment=args.augment, cache=args.cache,
             batch_size=args.batch_size, learning_rate=args.learning_rate, l2=args.l2,
             width=args.width, seed=args.seed, mixed_precision=args.mixed_precision,
+            precision=args.precision,
             xla=args.xla, strategy=args.strategy, model_options=model_options,
             precise_bn=args.precise_bn, optimizer=args.optimizer, weight_decay=args.weight_decay,
             schedule=args.schedule, warmup_epochs=args.warmup_epochs,

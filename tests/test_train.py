@@ -377,3 +377,13 @@ def test_cli_bad_input_exits_2_with_one_line(study, tmp_path, capsys, monkeypatc
     assert train.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1] and not trained
+
+
+def test_bfloat16_precision_builds_compiles_and_steps():
+    import keras
+
+    model, loss, _ = _one_step(tiny_config(precision="bfloat16"))
+    assert model.layers[1].compute_dtype == "bfloat16" and model.outputs[0].dtype == "float32"
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+    assert np.isfinite(loss)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run

@@ -166,3 +166,40 @@ HISTORY = [{"epoch": 1, "val_loss": 0.9}, {"epoch": 2, "val_loss": 0.5}, {"epoch
 ])
 def test_select_epoch(grid, selection, expected):
     assert select_epoch(HISTORY, grid, selection) == expected
+
+
+# ----------------------------------------------------------------------------- CPU precision
+
+_CPUINFO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 fma\n"
+_CPUINFO_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [(_CPUINFO_BF16, ("avx512_bf16",)), (_CPUINFO_AVX2, ()),
+                                               ("flags\t: amx_bf16 amx_tile avx512_bf16\n",
+                                                ("amx_bf16", "avx512_bf16")), ("", ())])
+def test_cpu_bf16_flags_read_from_cpuinfo(cpuinfo, expected):
+    assert cfg.cpu_bf16_flags(cpuinfo) == expected
+
+
+@pytest.mark.parametrize("overrides, flags, policy", [
+    (dict(), ("avx512_bf16",), "float32"),                      # float32 unless asked
+    (dict(precision="bfloat16"), (), "mixed_bfloat16"),         # asked: even without the units
+    (dict(precision="auto"), ("avx512_bf16",), "mixed_bfloat16"),
+    (dict(precision="auto"), (), "float32"),
+    (dict(mixed_precision=True), (), "mixed_float16"),          # the GPU policy, apart
+    (dict(mixed_precision=True, precision="auto"), ("amx_bf16",), "mixed_float16"),
+])
+def test_dtype_policy(overrides, flags, policy):
+    config = cfg.make_config("pgds", "pgds_resnet", "ci", **overrides)
+    assert cfg.dtype_policy(config, flags) == policy
+
+
+def test_precision_is_recorded_only_when_set():
+    assert "precision" not in cfg.make_config("pgds", "pgds_resnet", "ci").to_dict()
+    record = cfg.make_config("pgds", "pgds_resnet", "ci", precision="bfloat16").to_dict()
+    assert record["precision"] == "bfloat16" and record["dtype_policy"] == "mixed_bfloat16"
+
+
+def test_float16_and_bfloat16_together_are_refused():
+    with pytest.raises(InputError, match="exclude each other"):
+        cfg.make_config("pgds", "pgds_resnet", "ci", mixed_precision=True, precision="bfloat16")
