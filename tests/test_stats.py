@@ -113,6 +113,33 @@ def test_bootstrap_auc_also_handles_unstratified_weights():
     np.testing.assert_allclose(st.bootstrap_auc(y, s, indices), slow, rtol=0, atol=TOL)
 
 
+@pytest.mark.parametrize("k,rounded", [(3, False), (4, True), (5, False)])
+def test_multiclass_bootstrap_equals_sklearn_on_each_replicate(k, rounded):
+    rng = np.random.default_rng(k)
+    codes = np.repeat(np.arange(k), rng.integers(3, 9, size=k))
+    logits = rng.normal(size=(codes.size, k)) + 1.5 * np.eye(k)[codes]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    if rounded:  # ties inside and across classes
+        proba = np.round(proba, 1)
+    indices = st.class_stratified_bootstrap_indices(codes, n_boot=30, seed=1)
+    fast = st.bootstrap_multiclass(codes, proba, indices)
+    labels = list(range(k))
+    onehot = np.eye(k, dtype=int)
+    for b, row in enumerate(indices):
+        y, p = codes[row], proba[row]
+        assert fast["micro_auroc"][b] == pytest.approx(
+            skm.roc_auc_score(onehot[y], p, average="micro"), abs=TOL)
+        assert fast["macro_auroc"][b] == pytest.approx(
+            np.mean([skm.roc_auc_score(y == c, p[:, c]) for c in labels]), abs=TOL)
+        precision, recall, f1, _ = skm.precision_recall_fscore_support(
+            y, p.argmax(axis=1), labels=labels, zero_division=0)
+        for c in labels:
+            assert fast[f"auroc_{c}"][b] == pytest.approx(skm.roc_auc_score(y == c, p[:, c]), abs=TOL)
+            assert fast[f"precision_{c}"][b] == pytest.approx(precision[c], abs=TOL)
+            assert fast[f"recall_{c}"][b] == pytest.approx(recall[c], abs=TOL)
+            assert fast[f"f1_{c}"][b] == pytest.approx(f1[c], abs=TOL)
+
+
 def test_stratified_indices_keep_class_sizes_and_are_seeded():
     y, _ = _scores("continuous", n_pos=3, n_neg=30)
     indices = st.stratified_bootstrap_indices(y, n_boot=200, seed=7)

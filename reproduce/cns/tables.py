@@ -65,27 +65,10 @@ def _auc_pair(codes: np.ndarray, proba: np.ndarray, k: int) -> tuple[float, floa
 def bootstrap_metrics(codes: np.ndarray, proba: np.ndarray, k: int, n_boot: int,
                       seed: int) -> dict[str, np.ndarray]:
     """Replicates (class-stratified bootstrap over rows) of micro/macro AUROC and of each
-    class's AUROC, precision, recall and F1."""
-    from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
-
+    class's AUROC, precision, recall and F1 (all replicates at once, see
+    :func:`reproduce.stats.bootstrap_multiclass`)."""
     indices = stats.class_stratified_bootstrap_indices(codes, n_boot, seed)
-    out: dict[str, list] = {"micro_auroc": [], "macro_auroc": []}
-    for c in range(k):
-        for name in ("auroc", "precision", "recall", "f1"):
-            out[f"{name}_{c}"] = []
-    for rows in indices:
-        y, p = codes[rows], proba[rows]
-        micro, macro = _auc_pair(y, p, k)
-        out["micro_auroc"].append(micro)
-        out["macro_auroc"].append(macro)
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            y, p.argmax(axis=1), labels=list(range(k)), zero_division=0)
-        for c in range(k):
-            out[f"auroc_{c}"].append(float(roc_auc_score(y == c, p[:, c])))
-            out[f"precision_{c}"].append(precision[c])
-            out[f"recall_{c}"].append(recall[c])
-            out[f"f1_{c}"].append(f1[c])
-    return {key: np.asarray(values, dtype=np.float64) for key, values in out.items()}
+    return stats.bootstrap_multiclass(codes, proba[:, :k], indices)
 
 
 def _interval(replicates: np.ndarray) -> tuple[float, float]:
