@@ -37,6 +37,8 @@ NEW_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant"
                 "selection_metric": "val_loss", "early_stopping_patience": None,
                 "selection_split": "val", "transform": "minmax", "crop_min_area": 0.08,
                 "init_weights": None}
+# Recorded only when not at this default (so earlier records match), with the policy it chose.
+RECORDED_WHEN_SET = {"precision": "float32"}
 
 
 def schedule_config(**overrides) -> cfg.TrainConfig:
@@ -314,7 +316,8 @@ def test_cli_flags_reach_the_config(study, tmp_path, monkeypatch):
 
 def test_default_configs_gained_only_fields_that_reproduce_today():
     fields = {f.name: f.default for f in dataclasses.fields(cfg.TrainConfig)}
-    assert set(fields) - LEGACY_FIELDS == set(NEW_DEFAULTS) == set(cfg.ENGINE_DEFAULTS)
+    assert set(fields) - LEGACY_FIELDS - set(RECORDED_WHEN_SET) == set(NEW_DEFAULTS) == set(cfg.ENGINE_DEFAULTS)
+    assert {name: fields[name] for name in RECORDED_WHEN_SET} == RECORDED_WHEN_SET
     assert {name: fields[name] for name in NEW_DEFAULTS} == NEW_DEFAULTS == cfg.ENGINE_DEFAULTS
     for study_key, spec in cfg.STUDIES.items():
         if spec.train_overrides:  # a study's own recipe (cns) sets them on purpose
@@ -335,6 +338,9 @@ def test_default_configs_gained_only_fields_that_reproduce_today():
     cns = cfg.make_config("pgds", "tiny", "ci", selection_split="test_fold")
     assert set(cns.to_dict()) == LEGACY_FIELDS | set(NEW_DEFAULTS)
     assert cfg.TrainConfig(**json.loads(json.dumps(cns.to_dict()))) == cns
+    bf16 = cfg.make_config("pgds", "tiny", "ci", precision="bfloat16").to_dict()
+    assert set(bf16) == LEGACY_FIELDS | {"precision", "dtype_policy"}
+    assert (bf16["precision"], bf16["dtype_policy"]) == ("bfloat16", "mixed_bfloat16")
 
 
 def test_study_paper_selection_and_train_overrides(monkeypatch):
