@@ -17,14 +17,14 @@ Classes (manifest `label`) and where each shows (`findings.csv` says it per imag
 - anencephaly: no calvarium: the smooth skull ring and scalp are gone; an irregular, lumpy mass
   of heterogeneous tissue (angiomatous stroma) with an echogenic, uneven surface and the orbits'
   bright rims in front takes the head's place on the head planes;
-- encephalocele: a gap in the occipital bone and a sac (thin bright wall, fluid or herniated
+- encephalocele: a gap in the occipital bone and a sac (bright wall, fluid or herniated
   brain inside) bulging out of it, on every head plane (largest on TC);
 - holoprosencephaly: no falx and no cavum, one crescent-shaped ventricle wrapping fused thalami
   (alobar; semilobar keeps a posterior falx), sometimes a dorsal cyst, on the head planes;
 - rachischisis: an open spinal defect on SP (skin line and posterior arches missing over a
   lumbosacral segment, a fluid-filled cleft down to the exposed neural placode) and the Chiari II
-  signs on the head planes (frontal scalloping -- the "lemon"; a wide atrium on TV; a curved
-  "banana" cerebellum with no cisterna magna on TC);
+  signs on the head planes (frontal scalloping -- the "lemon"; a wide atrium on TV, its choroid
+  plexus dangling in the fluid; a curved "banana" cerebellum with no cisterna magna on TC);
 - normal: natural variation of every structure.
 So every head plane of an anomalous patient shows its anomaly; the spine plane shows only
 rachischisis (for the other classes it looks normal and its truth mask is empty). Every
@@ -93,7 +93,13 @@ MANIFEST_COLUMNS = ("image_path", "case_id", "label", "plane", "gestational_week
 WEEK_PERIODS = ((12.0, 19.9), (20.0, 28.0), (28.1, 40.0))   # below 20, 20-28, above 28
 
 # Bumped whenever the same seed and profile would render different frames.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+
+# The share of a frame's shorter side that an evaluation Resize(256) + CenterCrop(224) keeps
+# (torchvision's convention, the CNS authors' evaluation): the anatomy is placed inside it.
+EVAL_KEEP = 224 / 256
+# Head units beyond the skull reserved behind the occiput (a sac reaches ~0.5-0.9 beyond it).
+_SAC_ROOM = 0.6
 
 # Fetal brain parenchyma is darker than phantom_pgds's brain (the structures stand out).
 _PARENCHYMA = 0.07
@@ -355,7 +361,7 @@ def sample_fetus(label: str, week: float, rng: np.random.Generator,
                         for _ in range(int(a.integers(12, 19)))))
     elif label == "encephalocele":
         anomaly = Anomaly(label, defect_angle=a.normal(0.0, 12.0),
-                          sac_radius=a.uniform(0.36, 0.6), sac_brain=bool(a.random() < 0.6))
+                          sac_radius=a.uniform(0.36, 0.6), sac_brain=bool(a.random() < 0.7))
     elif label == "holoprosencephaly":
         semilobar = bool(a.random() < 0.35)
         anomaly = Anomaly(label, semilobar=semilobar,
@@ -365,8 +371,8 @@ def sample_fetus(label: str, week: float, rng: np.random.Generator,
         anomaly = Anomaly(label, defect_start=a.uniform(0.2, 0.45),
                           defect_length=a.uniform(0.36, 0.5),
                           placode=tuple(a.uniform(-0.025, 0.025, 9)),
-                          lemon=a.uniform(0.07, 0.11) * (1.0 - 0.4 * maturity),
-                          atrium_factor=a.uniform(1.6, 2.3), banana=a.uniform(0.7, 1.0))
+                          lemon=a.uniform(0.11, 0.16) * (1.0 - 0.4 * maturity),
+                          atrium_factor=a.uniform(1.8, 2.6), banana=a.uniform(0.7, 1.0))
     return natural, dataclasses.replace(natural, anomaly=anomaly)
 
 
@@ -482,12 +488,12 @@ def _draw_sac(echo, place, polygon, brain: bool, outside) -> None:
     if brain:   # gyri of the herniated brain
         center = polygon.mean(axis=0)
         for k in (0.35, 0.65):
-            _curve(echo, place, center + (polygon[4:15] - center) * k, 0.28, 0.02)
+            _curve(echo, place, center + (polygon[4:15] - center) * k, 0.3, 0.03)
     closed = np.vstack([polygon, polygon[:1]])
     keep = outside(closed[:-1] * 0.5 + closed[1:] * 0.5)
     for k in range(len(polygon)):
         if keep[k]:
-            _curve(echo, place, closed[k:k + 2], _SKIN * 0.9, 0.025)
+            _curve(echo, place, closed[k:k + 2], _SKIN, 0.045)
 
 
 def _draw_head_normal_contents(echo, fetus: Fetus, plane: str, place) -> None:
@@ -568,8 +574,9 @@ def _draw_head_normal_contents(echo, fetus: Fetus, plane: str, place) -> None:
         for side, fluid, plexus in ((1, _FLUID, _PLEXUS), (-1, 0.07, 0.17)):
             center = (-0.38, side * (0.3 * b + 0.3 * (width - 0.11)))
             _poly(echo, place, _ellipse(center[0], center[1], 0.27, width, side * -12), fluid)
+            # the plexus keeps its size: in a dilated atrium it dangles in the fluid
             _poly(echo, place, _ellipse(center[0] - 0.03, center[1], 0.24 * fetus.plexus,
-                                        width * 0.85 * fetus.plexus, side * -12), plexus)
+                                        fetus.atrium * 0.85 * fetus.plexus, side * -12), plexus)
         _curve(echo, place, np.array([[0.45, 0.16 * b], [-0.1, 0.26 * b + width],
                                       [-0.6, 0.36 * b + width]]), 0.3, 0.015)
     elif plane == "TT":
@@ -762,7 +769,23 @@ def _fit_points(natural: Fetus, plane: str) -> np.ndarray:
         xs = np.linspace(-0.5, 1.1, 12)
         centre, normal = _spine_frame(natural, xs)
         return np.vstack([centre + normal * 0.25, centre - normal * 0.6])
-    return np.vstack([_outline(natural, 0.08, 24), [[-1.35, 0.0]]])
+    # Room behind the occiput where a sac would bulge (angles 180 +- 25 deg, beyond the skull),
+    # reserved in EVERY class's frame so the placement still says nothing of the class.
+    behind = np.radians(np.linspace(155.0, 205.0, 7))
+    reach = _skull_radius(natural, behind) + _SAC_ROOM
+    room = np.stack([np.cos(behind) * reach, np.sin(behind) * reach], axis=1)
+    return np.vstack([_outline(natural, 0.08, 24), room])
+
+
+def _inside_eval_crop(frame, points: np.ndarray, margin: float) -> np.ndarray:
+    """[..., P, 2] -> [...]: all points inside the centred square that an evaluation Resize(256)
+    + CenterCrop(224) of this frame keeps (`EVAL_KEEP` of its shorter side): what lies outside
+    it is never seen by a model evaluated the way the CNS authors evaluate."""
+    side = min(frame.width, frame.height) * EVAL_KEEP
+    x0, y0 = (frame.width - side) / 2.0 + margin, (frame.height - side) / 2.0 + margin
+    x1, y1 = x0 + side - 2 * margin, y0 + side - 2 * margin
+    x, y = points[..., 0], points[..., 1]
+    return ((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)).all(axis=-1)
 
 
 def sample_placement(profile: CnsPhantomProfile, center: Center, natural: Fetus, plane: str,
@@ -771,8 +794,10 @@ def sample_placement(profile: CnsPhantomProfile, center: Center, natural: Fetus,
 
     The fetus is centred in the sector box (plus a random offset); if it does not fit, the
     nearest shift (4 % steps of the box, up to 40 %) that fits is taken, else the scale shrinks
-    by 3 % and the search repeats. Placed by the NATURAL fetus: the pose says nothing of the
-    class (an encephalocele sac may be cut by the sector edge, as in a real scan).
+    by 3 % and the search repeats. A fit lies inside the sector AND inside the centre crop an
+    evaluation keeps (`EVAL_KEEP`). Placed by the NATURAL fetus with room behind the occiput
+    reserved in every class (`_fit_points`): the pose says nothing of the class, and an
+    encephalocele sac, which grows there, is not cut away by the frame or the centre crop.
     """
     frame = center.frame
     box = np.array([frame.sector_width, frame.sector_height], dtype=np.float64)
@@ -795,7 +820,9 @@ def sample_placement(profile: CnsPhantomProfile, center: Center, natural: Fetus,
         placed = Placement(Pose(0.0, 0.0, scale, rotation), flip)(points)
         nominal = box_center - (placed.min(axis=0) + placed.max(axis=0)) / 2.0 + offset
         centers = nominal + shifts
-        inside = _contains(center, placed[None, :, :] + centers[:, None, :], 2.0).all(axis=1)
+        candidates = placed[None, :, :] + centers[:, None, :]
+        inside = (_contains(center, candidates, 2.0).all(axis=1)
+                  & _inside_eval_crop(frame, candidates, 1.0))
         if inside.any():
             x, y = centers[int(np.argmax(inside))]
             return Placement(Pose(float(x), float(y), scale, rotation), flip)

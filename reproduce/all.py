@@ -41,10 +41,8 @@ EXPECTED_SECONDS = {
     ("cns", "paper"): {"train": 20000, "heatmaps": 120},
 }
 DEFAULT_STEP_SECONDS = 1.0
-# What `all` (./run_all.sh) runs unless --studies says otherwise. cns is runnable
-# (--studies pgds,cns) but not yet in the default job: its default profile does not learn
-# within its CPU budget yet (README, "CNS study").
-DEFAULT_STUDIES = ("pgds",)
+# What `all` (./run_all.sh) runs unless --studies says otherwise: every study that exists.
+DEFAULT_STUDIES = ("pgds", "cns")
 
 
 def say(message: str) -> None:

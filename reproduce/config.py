@@ -192,20 +192,23 @@ STUDIES: dict[str, Study] = {
                           early_stopping_patience=5, precise_bn=False),
             # CPU budget (2 cores, 5 folds x 2 tasks): ResNet-34 narrowed to the ResNet-10
             # layout (one block per stage: the same stages and Grad-CAM layer names) at width
-            # 16, 96x96, 24 epochs at batch 16 and AdamW 2e-3 (from scratch: a smaller batch
+            # 16, 96x96, 26 epochs at batch 16 and AdamW 2e-3 (from scratch: a smaller batch
             # and a higher rate than the paper's fine-tuning; on fold 0 of the 4-class task
             # batch 16 reached image AUROC 0.85 where batch 32 reached 0.71 in the same 30
             # epochs, and the full ResNet-34 at width 8 did not leave chance in 10), crops
-            # keeping at least 50 % of a frame (an 8 % crop of a 96-pixel frame is ~27 pixels:
-            # the anomaly is often cut away while its label stays), the decoded frames held in
-            # memory, batch-norm statistics re-estimated, early stopping after 8 epochs.
+            # keeping at least 70 % of a frame (an 8 % crop of a 96-pixel frame is ~27 pixels:
+            # the anomaly is often cut away while its label stays; over all folds crops of 0.7,
+            # 28 epochs and patience 10 against 0.5, 24 and 8 raised 4-class patient accuracy
+            # 0.82 -> 0.89 and 5-class macro AUROC 0.90 -> 0.92; 26 epochs fit the budget),
+            # the decoded frames held in memory, batch-norm statistics
+            # re-estimated, early stopping after 10 epochs without a better validation accuracy.
             "default": dict(size_wh=(96, 96), channels=3, width=16,
                             model_options={"blocks": (1, 1, 1, 1)}, transform="imagenet",
-                            augment="on_the_fly", crop_min_area=0.5, cache="decoded",
+                            augment="on_the_fly", crop_min_area=0.7, cache="decoded",
                             optimizer="adamw", learning_rate=2e-3, weight_decay=5e-2,
-                            schedule="warmup_cosine", warmup_epochs=1, epoch_grid=(24,),
+                            schedule="warmup_cosine", warmup_epochs=1, epoch_grid=(26,),
                             batch_size=16, selection="best_epoch",
-                            selection_metric="val_accuracy", early_stopping_patience=8,
+                            selection_metric="val_accuracy", early_stopping_patience=10,
                             precise_bn=True),
             # ci: one block per stage (ResNet-10 layout, the same stages and Grad-CAM layer
             # names): ResNet-34's 110 variables take ~15 s to trace per run, 10 runs per suite.

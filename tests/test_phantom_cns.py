@@ -277,8 +277,9 @@ def test_the_same_fetus_differs_only_where_the_anomaly_is(label):
 
 def test_head_is_magnified_to_fill_the_sector(ci_runs, ci_manifest):
     """Head size / (sector width x head_scale): 0.85-1.0 by the week, times +-7 % jitter, less
-    where the fit shrinks it (3 % steps); so a young head is not a small blob (seen: 0.65-0.97,
-    median 0.74 on the ci phantom), and it still grows with the week."""
+    where the fit shrinks it (3 % steps) to keep the head and the room behind its occiput inside
+    the sector and the evaluation centre crop; so a young head is not a small blob (seen:
+    0.57-0.79, median 0.64 on the ci phantom), and it still grows with the week."""
     profile = phantom_cns.PROFILES["ci"]
     sector = {c.name: c.frame.sector_width for c in profile.centers}
     geometry = pd.read_csv(ci_runs["a"] / "geometry.csv").set_index("image_path")
@@ -286,8 +287,8 @@ def test_head_is_magnified_to_fill_the_sector(ci_runs, ci_manifest):
                                week=ci_manifest.gestational_week.astype(float))
     head = table[table.plane != "SP"]
     relative = head.scale / (head.center.map(sector) * profile.head_scale)
-    assert relative.min() >= 0.6 and relative.max() <= 1.0 * 1.07 + 1e-9
-    assert relative.median() >= 0.7
+    assert relative.min() >= 0.5 and relative.max() <= 1.0 * 1.07 + 1e-9
+    assert relative.median() >= 0.6
     assert np.corrcoef(head.week, relative)[0, 1] > 0
 
 
