@@ -10,6 +10,13 @@ fetal profile and reads where the network looks (nasal bone, jaw, forehead). Thi
   returns one map per image, upsampled to the input size (`upsample_to_input`) and min-max
   normalised to [0, 1] per image. A map that is zero everywhere (no positive evidence) stays
   all zero.
+  What is differentiated (`score`): "logit" (the class logit z_c, Selvaraju et al.'s choice,
+  the default) or "log_prob" (log softmax_c = z_c - logsumexp(z), from the same logits, so it
+  never saturates). The logit's gradient is the evidence FOR class c alone; the
+  log-probability's is (1 - p_c) times the evidence for c AGAINST the others (sum over k of
+  p_k times the contrast z_c - z_k), so a feature every class shares (the skull ring of every
+  head plane) cancels and what is peculiar to the class (an encephalocele's sac) remains.
+  With two classes, log_prob is Grad-CAM of z_1 - z_0 up to a positive factor per image.
   Grad-CAM weights each channel by its gradient averaged over the whole map, so a channel
   that is evidence for the class somewhere (a jaw detector, for the T18 images of a
   "genetic disease" class) lights up wherever it fires, also on a T21 frame whose jaw is
@@ -55,6 +62,9 @@ import pandas as pd
 from scipy import ndimage
 
 METHODS = ("gradcam", "gradcam++", "layercam")
+#: What the maps differentiate (module docstring): the class logit or its log-probability.
+SCORES = ("logit", "log_prob")
+SCORE_TITLES = {"logit": "logit", "log_prob": "log-probability"}
 #: Display names, for titles and captions.
 METHOD_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM"}
 # Zhang et al. 2016 (top-down neural attention, pointing game): 15 px at 224-pixel input.
@@ -73,6 +83,12 @@ def _class_indices(class_index: int | Sequence[int], n: int) -> np.ndarray:
     return indices
 
 
+def describe(method: str, score: str = "logit") -> str:
+    """'Grad-CAM' (of the logit, the usual reading) or e.g. 'LayerCAM of log P(class)'."""
+    title = METHOD_TITLES.get(method, method)
+    return title if score == "logit" else f"{title} of log P(class)"
+
+
 def layer_names(layer: str | Sequence[str]) -> tuple[str, ...]:
     """One layer name, or several (a sequence, or one string joined by ',' or '+')."""
     if isinstance(layer, str):
@@ -85,8 +101,8 @@ def layer_names(layer: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def heatmaps(model, images: np.ndarray, class_index: int | Sequence[int] = 1, *,
-             layer: str | Sequence[str], method: str = "gradcam", batch_size: int = 16,
-             progress: bool = False) -> np.ndarray:
+             layer: str | Sequence[str], method: str = "gradcam", score: str = "logit",
+             batch_size: int = 16, progress: bool = False) -> np.ndarray:
     """Grad-CAM (Grad-CAM++, LayerCAM) maps of `class_index` at `layer`, (N, H, W), in [0, 1].
 
     `images` is (N, H, W, C) float32 as the model takes it. `class_index` is one class for
@@ -94,7 +110,8 @@ def heatmaps(model, images: np.ndarray, class_index: int | Sequence[int] = 1, *,
     registry's `gradcam_layer(name)`; any layer with a (N, h, w, c) output is accepted), or
     several layers (`layer_names`): each one's map is upsampled and brought to [0, 1], and
     the maps are averaged (LayerCAM's multi-layer fusion: coarse layers say which structure,
-    fine ones where exactly). The caller's model is not modified (tf-keras-vis works on a
+    fine ones where exactly). `score` is "logit" or "log_prob" (module docstring; log_prob
+    needs a softmax output layer). The caller's model is not modified (tf-keras-vis works on a
     clone).
     """
     from tf_keras_vis.gradcam import Gradcam
@@ -105,6 +122,11 @@ def heatmaps(model, images: np.ndarray, class_index: int | Sequence[int] = 1, *,
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    if score == "log_prob" and _output_activation(model) != "softmax":
+        raise ValueError(f"score 'log_prob' needs a softmax output layer; model {model.name!r} "
+                         f"ends in {_output_activation(model)!r}")
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 4:
         raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
@@ -135,7 +157,10 @@ def heatmaps(model, images: np.ndarray, class_index: int | Sequence[int] = 1, *,
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             # The raw (h, w) map; expanding and normalising are done here (module docstring).
-            cams = visualiser(CategoricalScore(indices[start:stop].tolist()), images[start:stop],
+            batch_indices = indices[start:stop].tolist()
+            target = (CategoricalScore(batch_indices) if score == "logit"
+                      else _log_probability_score(batch_indices))
+            cams = visualiser(target, images[start:stop],
                               penultimate_layer=name, seek_penultimate_conv_layer=False,
                               expand_cam=False, normalize_cam=False)
             cams = np.asarray(cams, dtype=np.float64).reshape(stop - start, *grids[name])
@@ -147,6 +172,26 @@ def heatmaps(model, images: np.ndarray, class_index: int | Sequence[int] = 1, *,
     if len(layers) == 1:
         return maps.astype(np.float32)
     return np.stack([_unit_range(heat) for heat in maps]) if n else maps.astype(np.float32)
+
+
+def _output_activation(model) -> str:
+    """The name of the model's final activation ('softmax', 'linear', ...; '' if none)."""
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "") if activation is not None else ""
+
+
+def _log_probability_score(indices: list[int]):
+    """tf-keras-vis score: log softmax_c of the logits it hands over (the softmax made linear)."""
+    import tensorflow as tf
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    pick = CategoricalScore(indices)
+
+    def log_probability(output):
+        output = tf.cast(output, tf.float32)
+        return pick(output) - tf.reduce_logsumexp(output, axis=-1)
+
+    return log_probability
 
 
 def _unit_range(heat: np.ndarray) -> np.ndarray:

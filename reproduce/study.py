@@ -75,7 +75,8 @@ class StudySpec:
     binary study (its probability is the prediction's `score`), None for a multi-class one.
     `splitter(ctx, manifest)` returns (splits frame in data_prep.splits format, one fold or
     many; a dict saying how they were made, kept in prepared.json); `split_key(ctx)` names the
-    choices that make the splits (a change re-splits); `heatmaps[profile]` is (method, stages before the last block whose outputs are read).
+    choices that make the splits (a change re-splits); `heatmaps[profile]` is (method, stages before the last block whose outputs are read[,
+    score]), score one of reproduce.gradcam.SCORES ("logit" when not given).
     """
 
     key: str
@@ -85,7 +86,7 @@ class StudySpec:
     positive_label: str | None
     splitter: Callable[["StudyContext", pd.DataFrame], tuple[pd.DataFrame, dict]]
     n_boot: Mapping[str, int]
-    heatmaps: Mapping[str, tuple[str, tuple[int, ...]]]
+    heatmaps: Mapping[str, tuple]
     prediction_columns: tuple[str, ...]
     phantom: str | None = None           # data_prep phantom study key; None: user data only
     crop_to_sector: bool = True          # de-identification crops to the scan sector
@@ -537,6 +538,14 @@ def heatmap_method(ctx_or_spec, profile: str) -> str:
     """The heat-map method (reproduce.gradcam.METHODS) of `profile` (the spec's heatmaps)."""
     spec = ctx_or_spec.spec if isinstance(ctx_or_spec, StudyContext) else ctx_or_spec
     return spec.heatmaps.get(profile, spec.heatmaps["paper"])[0]
+
+
+def heatmap_score(ctx_or_spec, profile: str) -> str:
+    """What the heat-maps of `profile` differentiate (reproduce.gradcam.SCORES; the spec's
+    heatmaps, "logit" where it names none)."""
+    spec = ctx_or_spec.spec if isinstance(ctx_or_spec, StudyContext) else ctx_or_spec
+    setting = spec.heatmaps.get(profile, spec.heatmaps["paper"])
+    return setting[2] if len(setting) > 2 else "logit"
 
 
 def run_dir(ctx: StudyContext, arch: str, fold: int = 0) -> Path:

@@ -112,9 +112,11 @@ def test_trained_model_maps_fall_on_the_square(trained_model):
     assert other_table["energy_inside"].mean() < table["mask_area_share"].mean()
 
 
-def test_layercam_matches_its_definition_computed_by_hand(trained_model):
-    """LayerCAM (Jiang et al. 2021): relu(sum_c relu(d logit / d A_c(i, j)) * A_c(i, j)),
-    computed here with a GradientTape on the logits, against tf-keras-vis's through ours."""
+@pytest.mark.parametrize("score", gradcam.SCORES)
+def test_layercam_matches_its_definition_computed_by_hand(trained_model, score):
+    """LayerCAM (Jiang et al. 2021): relu(sum_c relu(d S / d A_c(i, j)) * A_c(i, j)), S the class
+    logit or its log-softmax, computed here with a GradientTape on the logits, against
+    tf-keras-vis's through ours."""
     import tensorflow as tf
 
     images, _ = square_images(5, seed=12)
@@ -124,16 +126,38 @@ def test_layercam_matches_its_definition_computed_by_hand(trained_model):
     with tf.GradientTape() as tape:
         tape.watch(activations)
         pooled = tf.reduce_max(activations, axis=(1, 2))      # the model's GlobalMaxPooling2D
-        score = tf.reduce_sum((tf.matmul(pooled, kernel) + bias)[:, 1])
-    grads = tape.gradient(score, activations).numpy()
+        logits = tf.matmul(pooled, kernel) + bias
+        per_image = logits if score == "logit" else tf.nn.log_softmax(logits, axis=-1)
+        target = tf.reduce_sum(per_image[:, 1])
+    grads = tape.gradient(target, activations).numpy()
     by_hand = np.maximum((np.maximum(grads, 0.0) * activations.numpy()).sum(-1), 0.0)
     expected = np.stack([gradcam._unit_range(gradcam.upsample_to_input(m, (SIZE, SIZE)))
                          for m in by_hand])
-    maps = gradcam.heatmaps(trained_model, images, 1, layer="last_conv", method="layercam")
+    maps = gradcam.heatmaps(trained_model, images, 1, layer="last_conv", method="layercam",
+                            score=score)
     np.testing.assert_allclose(maps, expected, atol=1e-5)
     # and it is not Grad-CAM under another name
-    assert np.abs(gradcam.heatmaps(trained_model, images, 1, layer="last_conv")
+    assert np.abs(gradcam.heatmaps(trained_model, images, 1, layer="last_conv", score=score)
                   - maps).max() > 1e-3
+
+
+def test_log_prob_grad_cam_of_two_classes_is_grad_cam_of_the_logit_contrast(trained_model):
+    """With two classes, d log p_1 = (1 - p_1) d(z_1 - z_0): after normalisation, Grad-CAM of
+    log p_1 equals Grad-CAM of the logit of a head whose class-1 row is the contrast."""
+    images, _ = square_images(6, seed=14)
+    kernel, bias = trained_model.layers[-1].get_weights()
+    contrast = keras.models.clone_model(trained_model)
+    contrast.set_weights(trained_model.get_weights())
+    contrast.layers[-1].set_weights([
+        np.stack([kernel[:, 0] - kernel[:, 1], kernel[:, 1] - kernel[:, 0]], axis=1),
+        np.array([bias[0] - bias[1], bias[1] - bias[0]], np.float32)])
+    log_prob = gradcam.heatmaps(trained_model, images, 1, layer="last_conv", score="log_prob")
+    np.testing.assert_allclose(
+        log_prob, gradcam.heatmaps(contrast, images, 1, layer="last_conv"), atol=1e-3)
+    # (atol: p_1 is 0.99994-0.99999 here, so the float32 factor 1 - p_1 keeps ~3 digits; seen
+    # 3e-4.) The logit's map differs by far more (seen 0.088): class 0's evidence stays in it.
+    assert np.abs(gradcam.heatmaps(trained_model, images, 1, layer="last_conv")
+                  - log_prob).max() > 0.02
 
 
 def test_several_layers_are_averaged_then_brought_to_unit_range(trained_model):
@@ -194,6 +218,7 @@ def test_mixed_precision_model_with_float32_head():
     ({"layer": "nope"}, "no layer 'nope'"),
     ({"layer": "gap"}, "feature map"),
     ({"layer": "last_conv", "method": "scorecam"}, "method must be"),
+    ({"layer": "last_conv", "score": "probability"}, "score must be"),
     ({"layer": "last_conv", "class_index": 2}, "class_index must lie"),
     ({"layer": "last_conv", "class_index": [0, 1]}, "entries for 3 images"),
 ])
@@ -201,6 +226,14 @@ def test_heatmaps_rejects_bad_arguments(kwargs, message):
     images, _ = square_images(3, seed=9)
     with pytest.raises(ValueError, match=message):
         gradcam.heatmaps(hand_set_model(), images, **kwargs)
+
+
+def test_log_prob_needs_a_softmax_output():
+    model = hand_set_model()
+    model.get_layer("head").activation = keras.activations.linear
+    images, _ = square_images(2, seed=9)
+    with pytest.raises(ValueError, match="needs a softmax output layer.*'linear'"):
+        gradcam.heatmaps(model, images, 1, layer="last_conv", score="log_prob")
 
 
 def _blob_at(row: int, col: int, shape=(100, 100)) -> np.ndarray:

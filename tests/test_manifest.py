@@ -363,4 +363,8 @@ def test_console_exit_code_and_single_stderr_line(images, repo_root):
                           cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stdout == ""
-    assert done.stderr.strip() == f"error: {manifest}, row 1, column 'case_id': missing case_id"
+    # OpenCV itself warns at import when OPENCV_CPU_DISABLE names a feature this CPU lacks (the
+    # portability check's environment on a CPU without AVX-512); that line is not ours.
+    ours = [line for line in done.stderr.splitlines()
+            if not line.startswith("OPENCV: Trying to disable unavailable CPU feature")]
+    assert ours == [f"error: {manifest}, row 1, column 'case_id': missing case_id"]

@@ -8,7 +8,7 @@ For each task (`--tasks`, default both) writes, in the results folder:
 - `gradcam_localisation_<task>.csv`: every anomalous TEST image (pooled out-of-fold) with a
   non-empty truth mask at the model input: image_path, case_id, fold, label, plane,
   predicted_label, correct, pointing_game_hit, energy_inside, mask_area_share, tolerance_px,
-  chance_hit, layer, method. The map is the TRUE class's, from the image's own fold's model
+  chance_hit, layer, method, cam_score (what was differentiated). The map is the TRUE class's, from the image's own fold's model
   (the model that never saw the image in training).
 - `gradcam_localisation_<task>.md`: per class and overall, the pointing-game hit rate on the
   CORRECTLY classified anomalous images (the acceptance figure: >= 0.8 on the default profile)
@@ -25,9 +25,10 @@ round(min(W, H) * EVAL_RESIZE_RATIO), aspect kept, then the centre H x W crop), 
 mask is brought to the model input with the same resize (nearest neighbour, half-pixel
 centres) and the same crop (`mask_to_input`): map and mask line up pixel for pixel.
 
-Method and layer are the profile's (`pipeline.HEATMAP_SETTINGS`, `study.gradcam_layer`): Qi
-2025 reads Grad-CAM at the last conv of the last block (the paper profile); the ci/default
-profiles, whose inputs are small, average the maps of the last two stages' outputs.
+Method, layer and score are the profile's (`pipeline.HEATMAP_SETTINGS`, `study.gradcam_layer`):
+Qi 2025 reads Grad-CAM of the logit at the last conv of the last block (the paper profile); the
+ci/default profiles, whose inputs are small, read LayerCAM of log P(true class) at the outputs
+of the two stages before the last, averaged (pipeline.HEATMAP_SETTINGS says why).
 Heat-maps are always those of the validation-selected models (`study.load_model`), whose
 predictions also decide `correct`; under `--select-on test_fold` the .md says so.
 """
@@ -53,7 +54,7 @@ TABLE_PREFIX = "gradcam_localisation"
 FIGURE_PREFIX = "heatmaps"
 COLUMNS = ("image_path", "case_id", "fold", "label", "plane", "predicted_label", "correct",
            "pointing_game_hit", "energy_inside", "mask_area_share", "tolerance_px", "chance_hit",
-           "layer", "method")
+           "layer", "method", "cam_score")
 #: Test images shown per class in the figure.
 PER_CLASS = 2
 #: The acceptance bound on the hit rate over correctly classified anomalous images (default).
@@ -139,7 +140,8 @@ def display_gray(inputs: np.ndarray, transform: str) -> np.ndarray:
 
 
 def localisation_frame(rows: pd.DataFrame, heats, masks, *, class_names: Sequence[str],
-                       layer: str, method: str, tolerance_px: float) -> pd.DataFrame:
+                       layer: str, method: str, tolerance_px: float,
+                       cam_score: str = "logit") -> pd.DataFrame:
     """One row per scored image (COLUMNS). `rows`: image_path, case_id, fold, label, plane,
     y_true and p_<class> (the prediction decides predicted_label and correct); `heats` and
     `masks`: the true class's maps and the masks at the model input, in the rows' order."""
@@ -165,6 +167,7 @@ def localisation_frame(rows: pd.DataFrame, heats, masks, *, class_names: Sequenc
     })
     table["layer"] = layer
     table["method"] = method
+    table["cam_score"] = cam_score
     return table[list(COLUMNS)]
 
 
@@ -212,31 +215,32 @@ def _fmt(value: float) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
 
-def setting_text(profile: str, method: str, layer: str, grids) -> str:
+def setting_text(profile: str, method: str, layer: str, grids, cam_score: str = "logit") -> str:
     """What the profile reads, beside what Qi 2025 reads."""
     from reproduce.pgds.figure4 import grid_text
 
     return (f"Qi 2025 shows Grad-CAM at the last convolution of the last residual block; the "
-            f"{profile} profile reads {gradcam.METHOD_TITLES.get(method, method)} at `{layer}` "
+            f"{profile} profile reads {gradcam.describe(method, cam_score)} at `{layer}` "
             f"({grid_text(grids)} feature map"
             + (", the maps of the layers averaged" if "+" in layer else "") + ")"
             + ("" if profile == "paper" else
-               ": at this small input the last block's map alone is a few cells wide, so the "
-               "output of the stage before it is averaged in") + ".")
+               ": at this small input the last block's map is a few cells wide and Grad-CAM of "
+               "the logit there lights the skull ring every class shares, so finer stages are "
+               "read and the class is contrasted with the others (log P)") + ".")
 
 
 def localisation_markdown(table: pd.DataFrame, ctx, *, layer: str, method: str, grids,
-                          input_hw: Sequence[int], skipped: int) -> str:
+                          input_hw: Sequence[int], skipped: int, cam_score: str = "logit") -> str:
     """The .md beside gradcam_localisation_<task>.csv."""
     height, width = int(input_hw[0]), int(input_hw[1])
     task = ctx.spec.task
-    title = gradcam.METHOD_TITLES.get(method, method)
+    title = gradcam.describe(method, cam_score)
     tolerance = gradcam.pointing_tolerance_px(input_hw)
     lines = [f"# {title} localisation against truth masks, {pipeline.TASK_TITLES.get(task, task)} "
              f"({task}) -- {study.results_label(ctx)}", ""]
     lines.append(f"Model: ResNet-34 of each image's own fold; method: {method}; layer: `{layer}`; "
                  f"class explained: the image's TRUE class. "
-                 + setting_text(ctx.profile, method, layer, grids))
+                 + setting_text(ctx.profile, method, layer, grids, cam_score))
     lines.append("")
     lines.append(f"Images: every anomalous TEST image (pooled out-of-fold) with a non-empty "
                  f"truth mask at the model input ({len(table)})"
@@ -337,7 +341,7 @@ def _input_mask(row, input_hw, transform) -> np.ndarray | None:
     return moved if moved.any() else None
 
 
-def _fold_heatmaps(ctx, rows: pd.DataFrame, layer: str, method: str) -> np.ndarray:
+def _fold_heatmaps(ctx, rows: pd.DataFrame, layer: str, method: str, cam_score: str) -> np.ndarray:
     """The true class's maps of `rows`, each from its own fold's model, in the rows' order."""
     from reproduce.pgds.figure4 import heatmaps_or_input_error
 
@@ -349,7 +353,8 @@ def _fold_heatmaps(ctx, rows: pd.DataFrame, layer: str, method: str) -> np.ndarr
         part = rows.iloc[where]
         model = study.load_model(ctx, pipeline.ARCH, int(fold))
         inputs = study.model_inputs(ctx, pipeline.ARCH, list(part["abs_path"]))
-        heats[where] = heatmaps_or_input_error(model, inputs, part["y_true"].to_numpy(dtype=int), layer, method)
+        heats[where] = heatmaps_or_input_error(model, inputs, part["y_true"].to_numpy(dtype=int),
+                                               layer, method, cam_score)
     return heats
 
 
@@ -361,6 +366,8 @@ def make_outputs(ctx):
     arch = pipeline.ARCH
     class_names = tuple(ctx.spec.class_names)
     method = study.heatmap_method(ctx, ctx.profile)
+    cam_score = study.heatmap_score(ctx, ctx.profile)
+    title = gradcam.describe(method, cam_score)
     layer = study.gradcam_layer(ctx, ctx.profile, arch)
     input_hw = study.model_input_shape(ctx, arch)[:2]
     transform = study.model_transform(ctx, arch)
@@ -377,19 +384,21 @@ def make_outputs(ctx):
         if mask is not None:
             masks[index] = mask
     scored = test.loc[sorted(masks)].reset_index(drop=True)
-    pipeline.say(f"{ctx.spec.task}: {gradcam.METHOD_TITLES[method]} at {layer} "
+    pipeline.say(f"{ctx.spec.task}: {title} at {layer} "
                  f"({grid_text(grids)} map) of {len(scored)} anomalous test images with a "
                  f"truth mask ({len(anomalous) - len(scored)} without)")
-    heats = _fold_heatmaps(ctx, scored, layer, method)
+    heats = _fold_heatmaps(ctx, scored, layer, method, cam_score)
     table = localisation_frame(scored, heats, [masks[i] for i in sorted(masks)],
                                class_names=class_names, layer=layer, method=method,
-                               tolerance_px=tolerance)
+                               tolerance_px=tolerance, cam_score=cam_score)
     markdown = localisation_markdown(table, ctx, layer=layer, method=method, grids=grids,
-                                     input_hw=input_hw, skipped=len(anomalous) - len(scored))
+                                     input_hw=input_hw, skipped=len(anomalous) - len(scored),
+                                     cam_score=cam_score)
 
     examples_rows = choose_examples(test.assign(_has_mask=test.index.isin(list(masks))),
                                     class_names, ctx.seed)
-    example_heats = _fold_heatmaps(ctx, examples_rows.reset_index(drop=True), layer, method)
+    example_heats = _fold_heatmaps(ctx, examples_rows.reset_index(drop=True), layer, method,
+                                   cam_score)
     grays = display_gray(study.model_inputs(ctx, arch, list(examples_rows["abs_path"])), transform)
     hit_of = dict(zip(table["image_path"], table["pointing_game_hit"]))
     examples = []
@@ -406,14 +415,14 @@ def make_outputs(ctx):
             mask=masks.get(index),
             heat_title=f"map of {name}" + (" (all 0)" if not example_heats[i].any() else "")))
     hits, correct = hit_rate_correct(table)
-    title = (f"{gradcam.METHOD_TITLES[method]} heat-maps of ResNet-34, "
+    title = (f"{title} heat-maps of ResNet-34, "
              f"{pipeline.TASK_TITLES[ctx.spec.task]} ({ctx.spec.task}), layer '{layer}' "
              f"({grid_text(grids)} map) -- {study.results_label(ctx)}\n"
              f"test images at the model input ({input_hw[1]}x{input_hw[0]}, W x H), each from "
              f"its own fold's model; A: frame with P(true class) (and the call when wrong); B: "
              f"map of the true class; white dashes: truth mask; pointing game on correctly "
              f"classified anomalous images {hits}/{correct}")
-    figure = plots.figure4(examples, title=title, method_title=gradcam.METHOD_TITLES[method])
+    figure = plots.figure4(examples, title=title, method_title=gradcam.describe(method, cam_score))
     return figure, table, markdown
 
 

@@ -127,8 +127,8 @@ def load_weights(weights: str | Path) -> LoadedModel:
     return LoadedModel(model, config, class_names, shape, transform)
 
 
-def heatmap_setting(loaded: LoadedModel, profile: str | None) -> tuple[str, str, str]:
-    """(method, layer(s) joined by '+', where they came from): the profile's setting
+def heatmap_setting(loaded: LoadedModel, profile: str | None) -> tuple[str, str, str, str]:
+    """(method, layer(s) joined by '+', score, where they came from): the profile's setting
     (pipeline.HEATMAP_SETTINGS) for the architecture and options of run.json; a model with no
     such layers gets Grad-CAM at its last 4-D convolution-like layer."""
     from models import registry
@@ -137,7 +137,8 @@ def heatmap_setting(loaded: LoadedModel, profile: str | None) -> tuple[str, str,
     chosen = profile or config.get("profile") or "paper"
     source = f"the {chosen} profile's" + ("" if profile or config.get("profile")
                                            else " (no profile in run.json)")
-    method, stages = pipeline.HEATMAP_SETTINGS.get(chosen, pipeline.HEATMAP_SETTINGS["paper"])
+    method, stages, *rest = pipeline.HEATMAP_SETTINGS.get(chosen, pipeline.HEATMAP_SETTINGS["paper"])
+    score = rest[0] if rest else "logit"
     names = {layer.name for layer in loaded.model.layers}
     arch = config.get("architecture") or pipeline.ARCH
     if arch in registry.MODEL_NAMES:
@@ -148,8 +149,8 @@ def heatmap_setting(loaded: LoadedModel, profile: str | None) -> tuple[str, str,
         except (ValueError, TypeError):
             layer = ""
         if layer and all(name in names for name in gradcam.layer_names(layer)):
-            return method, layer, source
-    return "gradcam", last_conv_like_layer(loaded.model), "last 4-D convolution-like layer"
+            return method, layer, score, source
+    return "gradcam", last_conv_like_layer(loaded.model), "logit", "last 4-D convolution-like layer"
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -257,16 +258,16 @@ def patient_table(cases: Sequence[str], proba: np.ndarray,
 
 
 def write_overlays(stage: Path, frames: Sequence[Path], inputs: np.ndarray, proba: np.ndarray,
-                   loaded: LoadedModel, method: str, layer: str) -> None:
+                   loaded: LoadedModel, method: str, layer: str, score: str = "logit") -> None:
     from reproduce.cns.heatmaps import display_gray
 
     calls = proba.argmax(axis=1)
-    heats = gradcam.heatmaps(loaded.model, inputs, calls, layer=layer, method=method)
+    heats = gradcam.heatmaps(loaded.model, inputs, calls, layer=layer, method=method, score=score)
     grays = display_gray(inputs, loaded.transform)
     for rel, gray, heat, row, call in zip(frames, grays, heats, proba, calls):
         name = loaded.class_names[int(call)]
         title = (f"{rel.as_posix()}: {name} (P = {row[call]:.3g})\n"
-                 f"{gradcam.METHOD_TITLES[method]} of {name} at {layer.replace('+', ' + ')}")
+                 f"{gradcam.describe(method, score)} of {name} at {layer.replace('+', ' + ')}")
         gradcam.save_overlay_figure(gray, heat, stage / OVERLAY_DIR / f"{rel.as_posix()}.png",
                                     title=title, method=method)
 
@@ -283,15 +284,15 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_weights(args.weights)
     frames = read_frames(images_dir)
     cases = frame_cases(Path(args.manifest), images_dir, frames) if args.manifest else None
-    method, layer, source = heatmap_setting(loaded, args.profile)
+    method, layer, score, source = heatmap_setting(loaded, args.profile)
     height, width, channels = loaded.input_shape
     print(f"predict: {len(frames)} frame(s) under {images_dir}; {width}x{height}x{channels} "
           f"input, transform {loaded.transform}, classes {', '.join(loaded.class_names)}; "
-          f"{gradcam.METHOD_TITLES[method]} at {layer} ({source})", file=sys.stderr, flush=True)
+          f"{gradcam.describe(method, score)} at {layer} ({source})", file=sys.stderr, flush=True)
     inputs, proba = predict_frames(images_dir, frames, loaded)
     table = prediction_table(frames, proba, loaded.class_names)
     with atomic.staged_dir(out_dir, overwrite=True) as stage:
-        write_overlays(stage, frames, inputs, proba, loaded, method, layer)
+        write_overlays(stage, frames, inputs, proba, loaded, method, layer, score)
         atomic.write_csv(stage / "predictions.csv", table)
         if cases is not None:
             atomic.write_csv(stage / "patients.csv", patient_table(cases, proba, loaded.class_names))

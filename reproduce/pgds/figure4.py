@@ -294,9 +294,10 @@ def _read_mask(path: str) -> np.ndarray:
     return read_grayscale(path)
 
 
-def heatmaps_or_input_error(model, inputs: np.ndarray, classes, layer: str, method: str) -> np.ndarray:
+def heatmaps_or_input_error(model, inputs: np.ndarray, classes, layer: str, method: str,
+                            score: str = "logit") -> np.ndarray:
     try:
-        return gradcam.heatmaps(model, inputs, classes, layer=layer, method=method)
+        return gradcam.heatmaps(model, inputs, classes, layer=layer, method=method, score=score)
     except ValueError as err:
         raise InputError(None, f"Grad-CAM at layer {layer!r}: {err}") from None
 
