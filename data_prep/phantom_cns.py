@@ -75,6 +75,7 @@ import pandas as pd
 
 from . import atomic, portable
 from .errors import InputError
+from .preprocess import EVAL_KEEP   # the evaluation centre crop keeps this: anatomy goes inside
 # Reused from the Pgds phantom: materials, sector geometry, drawing, fake PHI, output helpers.
 from .phantom_pgds import (_BONE, _FLUID, _FONT, _PLEXUS, _SCANNER_TEXT, _SKIN, _TISSUE,
                            PRIVATE_CREATOR, PRIVATE_GROUP, FakePhi, FrameLayout, Pose,
@@ -95,9 +96,6 @@ WEEK_PERIODS = ((12.0, 19.9), (20.0, 28.0), (28.1, 40.0))   # below 20, 20-28, a
 # Bumped whenever the same seed and profile would render different frames.
 GENERATOR_VERSION = 2
 
-# The share of a frame's shorter side that an evaluation Resize(256) + CenterCrop(224) keeps
-# (torchvision's convention, the CNS authors' evaluation): the anatomy is placed inside it.
-EVAL_KEEP = 224 / 256
 # Head units beyond the skull reserved behind the occiput (a sac reaches ~0.5-0.9 beyond it).
 _SAC_ROOM = 0.6
 

@@ -19,6 +19,13 @@ from .io import read_grayscale
 __all__ = ["DEFAULT_SIZE_WH", "load_model_input", "min_max", "to_model_input"]
 
 DEFAULT_SIZE_WH: tuple[int, int] = (440, 400)
+# torchvision's evaluation Resize(256) then CenterCrop(224) (the CNS authors'): the shorter side
+# is resized to EVAL_RESIZE_RATIO x the input's, and the crop keeps EVAL_KEEP of it. One place
+# for both: reproduce.input_pipeline applies the transform, the CNS phantom places its anatomy
+# inside what it keeps.
+EVAL_RESIZE, EVAL_CROP = 256, 224
+EVAL_RESIZE_RATIO = EVAL_RESIZE / EVAL_CROP
+EVAL_KEEP = EVAL_CROP / EVAL_RESIZE
 _CHANNEL_CHOICES = (1, 3)
 
 

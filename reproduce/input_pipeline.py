@@ -48,6 +48,8 @@ from typing import Callable, Mapping, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from data_prep.preprocess import EVAL_RESIZE_RATIO  # noqa: E402  (Resize(256) / CenterCrop(224))
+
 AUTOTUNE = tf.data.AUTOTUNE
 
 # Formats TensorFlow decodes itself; every other suffix goes through data_prep.io.
@@ -225,7 +227,6 @@ def _augment_numpy(image: np.ndarray, seed: np.int64, epoch: np.int64, entry: np
 TRANSFORMS = ("minmax", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-EVAL_RESIZE_RATIO = 256 / 224   # torchvision's Resize(256) before CenterCrop(224)
 RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 
 
