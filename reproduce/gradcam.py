@@ -64,7 +64,6 @@ from scipy import ndimage
 METHODS = ("gradcam", "gradcam++", "layercam")
 #: What the maps differentiate (module docstring): the class logit or its log-probability.
 SCORES = ("logit", "log_prob")
-SCORE_TITLES = {"logit": "logit", "log_prob": "log-probability"}
 #: Display names, for titles and captions.
 METHOD_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM"}
 # Zhang et al. 2016 (top-down neural attention, pointing game): 15 px at 224-pixel input.
