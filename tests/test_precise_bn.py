@@ -150,3 +150,44 @@ def test_fit_snapshots_hold_the_statistics_of_their_own_weights(study, tmp_path)
         print(f"precise_bn={precise}: re-estimating the saved snapshot moves its statistics by "
               f"{_max_diff(_stats(model), saved):.3g}")
         assert _close(_stats(model), saved) == precise
+
+
+def test_eval_batch_and_recalibration_cap_leave_the_trajectory_unchanged(study, tmp_path):  # noqa: F811
+    """eval_batch_size and precise_bn_images (the CNS default's inference-side savings) change
+    neither the trainable weights nor the training losses; the validation loss moves only by
+    float noise (another batch size); a snapshot's statistics are those of the capped subset."""
+    import keras
+    import pandas as pd
+    from reproduce.input_pipeline import PipelineSpec
+    from tests.test_train import tiny_tables
+
+    manifest, splits = study
+    train_table, _ = tiny_tables(manifest, splits)
+    spec = PipelineSpec(size_wh=(20, 18), channels=1, num_classes=2)
+    runs = {"engine default": {}, "capped": {"eval_batch_size": 3, "precise_bn_images": 4}}
+    models, logs = {}, {}
+    for name, overrides in runs.items():
+        train_tiny(tmp_path / name, manifest, splits, epoch_grid=(1, 2), augment="on_the_fly",
+                   precise_bn=True, **overrides)
+        models[name] = keras.models.load_model(tmp_path / name / "snapshots/epoch_0002.keras",
+                                               compile=False)
+        logs[name] = pd.read_csv(tmp_path / name / "log.csv")
+    default, capped = models["engine default"], models["capped"]
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in
+               zip(default.trainable_variables, capped.trainable_variables))
+    assert logs["engine default"]["loss"].tolist() == logs["capped"]["loss"].tolist()
+    assert not _close(_stats(default), _stats(capped))   # 4 images, not all of them
+    np.testing.assert_allclose(logs["capped"]["val_loss"], logs["engine default"]["val_loss"],
+                               rtol=0.5)  # other statistics, same weights: same scale
+    saved = _stats(capped)
+    precise_bn.recalibrate_batch_norm(
+        capped, precise_bn.TrainingImages(train_table, spec, max_images=4).batches(4))
+    assert _close(_stats(capped), saved)
+
+
+@pytest.mark.parametrize("overrides", [dict(eval_batch_size=0), dict(precise_bn_images=0)])
+def test_eval_batch_and_recalibration_cap_must_be_positive(overrides):
+    from data_prep.errors import InputError
+
+    with pytest.raises(InputError, match="must be at least 1"):
+        cfg.make_config("pgds", "pgds_resnet", "ci", **overrides)
