@@ -202,9 +202,6 @@ STUDIES: dict[str, Study] = {
             # 0.82 -> 0.89 and 5-class macro AUROC 0.90 -> 0.92; 26 epochs fit the budget),
             # the decoded frames held in memory, batch-norm statistics
             # re-estimated, early stopping after 10 epochs without a better validation accuracy.
-            # Batch-norm statistics from 256 training images and validation / test-fold monitor
-            # passes in batches of 128 (the weights' trajectory is the same): a 4-class epoch
-            # was ~40 % not training steps; on fold 0 the epochs took 51 s against 61 s.
             "default": dict(size_wh=(96, 96), channels=3, width=16,
                             model_options={"blocks": (1, 1, 1, 1)}, transform="imagenet",
                             augment="on_the_fly", crop_min_area=0.7, cache="decoded",
@@ -212,7 +209,7 @@ STUDIES: dict[str, Study] = {
                             schedule="warmup_cosine", warmup_epochs=1, epoch_grid=(26,),
                             batch_size=16, selection="best_epoch",
                             selection_metric="val_accuracy", early_stopping_patience=10,
-                            precise_bn=True, precise_bn_images=256, eval_batch_size=128),
+                            precise_bn=True),
             # ci: one block per stage (ResNet-10 layout, the same stages and Grad-CAM layer
             # names): ResNet-34's 110 variables take ~15 s to trace per run, 10 runs per suite.
             "ci": dict(size_wh=(64, 64), channels=3, width=4, model_options={"blocks": (1, 1, 1, 1)},
@@ -298,11 +295,6 @@ class TrainConfig:
     transform: str = "minmax"
     crop_min_area: float = 0.08
     init_weights: str | None = None
-    # Inference-side costs that leave the optimisation trajectory unchanged (None: as before):
-    # the batch of the validation and test-fold monitor passes (default: batch_size), and the
-    # most training images batch-norm statistics are re-estimated from (precise_bn.py, 2048).
-    eval_batch_size: int | None = None
-    precise_bn_images: int | None = None
 
     def __post_init__(self) -> None:
         # Normalise sequences (JSON gives lists back) so equal configs compare equal.
@@ -327,10 +319,6 @@ class TrainConfig:
                 raise InputError(None, f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.batch_size < 1:
             raise InputError(None, f"batch size must be at least 1, got {self.batch_size}")
-        for name in ("eval_batch_size", "precise_bn_images"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(None, f"{name} must be at least 1, got {value}")
         if not self.learning_rate > 0:
             raise InputError(None, f"learning rate must be positive, got {self.learning_rate}")
         if self.mixed_precision and self.precision == "bfloat16":
@@ -398,9 +386,6 @@ class TrainConfig:
         record["model_options"] = dict(self.model_options)
         if all(record[name] == value for name, value in ENGINE_DEFAULTS.items()):
             for name in ENGINE_DEFAULTS:
-                del record[name]
-        for name in ("eval_batch_size", "precise_bn_images"):
-            if record[name] is None:      # recorded only when set (earlier records match)
                 del record[name]
         if self.precision == "float32":   # recorded only when set (earlier records match)
             del record["precision"]

@@ -768,13 +768,12 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
                 print(f"cache decoded: the frames exceed {pipe.DECODED_CACHE_LIMIT >> 20} MiB "
                       "decoded; streaming them from disk instead", file=sys.stderr, flush=True)
                 decoded_train = decoded_val = None
-        eval_batch = config.eval_batch_size or config.batch_size  # no effect on training
         train_ds, steps = pipe.train_dataset(
             train_table, spec, batch_size=config.batch_size, seed=config.seed,
             start_epoch=resumed_from, end_epoch=config.max_epochs, multiplicity=multiplicity,
             augment=on_the_fly, sample_weights=weights, cached=cached_train,
             decoded=decoded_train)
-        val_ds = pipe.eval_dataset(val_table, spec, batch_size=eval_batch,
+        val_ds = pipe.eval_dataset(val_table, spec, batch_size=config.batch_size,
                                    sample_weights=weights, cached=cached_val, decoded=decoded_val)
         if steps != steps_per_epoch:  # the schedule was sized with steps_per_epoch
             raise RuntimeError(f"the input pipeline has {steps} steps per epoch, "
@@ -786,7 +785,7 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
             monitor_spec = pipe.PipelineSpec(size_wh=(width, height), channels=channels,
                                              num_classes=num_classes, transform=config.transform)
             monitor_ds = pipe.eval_dataset(monitor_table, monitor_spec,
-                                           batch_size=eval_batch, with_labels=False)
+                                           batch_size=config.batch_size, with_labels=False)
         callbacks = _make_callbacks(config, write_dir, state, images_per_epoch, monitor_ds)
         if config.precise_bn:
             from reproduce.precise_bn import TrainingImages, precise_bn_callback
@@ -794,9 +793,7 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
             # The training table's images, not augmented on the fly (with --augment offline the
             # table holds the written copies too), never a validation image; decoded once, in
             # batches of the per-replica size (the batch size BN normalises with in training).
-            recalibration = TrainingImages(train_table, spec, cached_train,
-                                           **({} if config.precise_bn_images is None else
-                                              {"max_images": config.precise_bn_images}))
+            recalibration = TrainingImages(train_table, spec, cached_train)
             callbacks.append(precise_bn_callback(lambda: recalibration.batches(per_replica)))
         if resumed_from:
             print(f"resuming {run_dir} after epoch {resumed_from}", file=sys.stderr, flush=True)

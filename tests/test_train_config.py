@@ -200,16 +200,6 @@ def test_precision_is_recorded_only_when_set():
     assert record["precision"] == "bfloat16" and record["dtype_policy"] == "mixed_bfloat16"
 
 
-def test_inference_side_options_are_recorded_only_when_set():
-    record = cfg.make_config("pgds", "pgds_resnet", "ci").to_dict()
-    assert "eval_batch_size" not in record and "precise_bn_images" not in record
-    record = cfg.make_config("pgds", "pgds_resnet", "ci", eval_batch_size=64,
-                             precise_bn_images=256).to_dict()
-    assert (record["eval_batch_size"], record["precise_bn_images"]) == (64, 256)
-    assert cfg.TrainConfig(**record) == cfg.make_config("pgds", "pgds_resnet", "ci",
-                                                        eval_batch_size=64, precise_bn_images=256)
-
-
 def test_float16_and_bfloat16_together_are_refused():
     with pytest.raises(InputError, match="exclude each other"):
         cfg.make_config("pgds", "pgds_resnet", "ci", mixed_precision=True, precision="bfloat16")

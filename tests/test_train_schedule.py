@@ -38,7 +38,7 @@ NEW_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant"
                 "selection_split": "val", "transform": "minmax", "crop_min_area": 0.08,
                 "init_weights": None}
 # Recorded only when not at this default (so earlier records match), with the policy it chose.
-RECORDED_WHEN_SET = {"precision": "float32", "eval_batch_size": None, "precise_bn_images": None}
+RECORDED_WHEN_SET = {"precision": "float32"}
 
 
 def schedule_config(**overrides) -> cfg.TrainConfig:
