@@ -53,6 +53,10 @@ TARGETS: dict[tuple[str, str], Target] = {
                                "model's help (reader CSV, or simulated on the phantom)"),
     ("cns", "predict"): Target("reproduce.cns.predict", (), "class probabilities, call and heat-map "
                                "per frame of a folder (--images DIR --weights W.keras)"),
+    ("cns", "headline"): Target("reproduce.cns.headline", (), "headline numbers per task "
+                                "(headline.csv), what seeds and compare --expect use"),
+    ("cns", "seeds"): Target("reproduce.cns.seeds", (), "the study over several seeds "
+                             "(--seeds 0,1,2) and seed_spread.csv: mean, SD, expected range"),
     ("cns", "all"): Target("reproduce.cns.all", (), "train once, then every CNS table and figure"),
 }
 

@@ -37,7 +37,7 @@ EXPECTED_SECONDS = {
     ("pgds", "default"): {"train": 1300, "table1": 30, "figure3": 3, "figure4": 5},
     ("pgds", "paper"): {"train": 36000, "table1": 60, "figure4": 30},
     ("cns", "ci"): {"train": 100, "accuracy": 8, "selection": 8, "heatmaps": 15},
-    ("cns", "default"): {"train": 540, "accuracy": 20, "selection": 15, "heatmaps": 30},
+    ("cns", "default"): {"train": 875, "accuracy": 21, "selection": 2, "heatmaps": 38},
     ("cns", "paper"): {"train": 20000, "heatmaps": 120},
 }
 DEFAULT_STEP_SECONDS = 1.0

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from reproduce import compare, expectation
-from reproduce.pgds import headline, seeds
+from reproduce import compare, expectation, seeds
+from reproduce.pgds import headline
 
 
 def test_expected_interval_is_a_prediction_interval():
@@ -159,10 +159,26 @@ def test_seed_arguments_and_folders(tmp_path):
                                           tmp_path / "results" / "seeds" / "seed2")
 
 
+def test_shared_seeds_markdown_rewrites_the_committed_pgds_spread_byte_for_byte():
+    """reproduce.seeds (shared by every study) writes what pgds seeds wrote before it moved."""
+    from pathlib import Path
+
+    from reproduce.pgds import pipeline
+    from reproduce.pgds import seeds as pgds_seeds
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "pgds"
+    spread = pd.read_csv(committed / "seed_spread.csv")
+    ctx = pipeline.StudyContext(profile="default", seed=0, runs_dir=Path("runs"),
+                                results_dir=committed)
+    order = [int(s) for s in str(spread["seeds"].iloc[0]).split(";")]
+    assert seeds.markdown(ctx, pgds_seeds.SPEC, spread, order) == \
+        (committed / "seed_spread.md").read_text(encoding="utf-8")
+
+
 def test_target_lines_say_mean_and_worst_seed():
     spread = expectation.seed_spread({0: _headline(0.98, 0.9, 0.84), 1: _headline(0.99, 0.9, 0.75),
                                       2: _headline(0.97, 0.9, 0.91)}, key="model")
-    lines = "\n".join(seeds._target_lines(spread))
+    lines = "\n".join(seeds.target_lines(spread, headline.TARGETS))
     assert "auroc >= 0.9: mean 0.980, worst seed 0.970 -- holds for the mean and the worst seed" in lines
     assert "pointing_game_tp >= 0.8: mean 0.833, worst seed 0.750 -- holds for the mean, NOT " \
            "for the worst seed" in lines

@@ -3,9 +3,10 @@
 Trains ResNet-34 for both tasks over every fold once (reused from `runs/` by every later
 step), then writes the accuracy, per-class, confusion and subgroup tables, Figures 2-5, the
 honest-versus-test-fold-selection comparison, the Grad-CAM heat-maps with their localisation
-scores and the reader study into `results/cns/`, and `timings.csv` (seconds per step, and per
-task the training time its runs' log.csv recorded). The `default` profile takes about 10
-minutes on a 2-core CPU; `ci` about 3.
+scores, the reader study and the headline numbers (headline.csv, what `cns seeds` spreads)
+into `results/cns/`, and `timings.csv` (seconds per step, and per task the training time its
+runs' log.csv recorded). The `default` profile takes about 15 minutes on a 2-core CPU (the
+machine's speed varies by a quarter from run to run); `ci` about 3.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from reproduce import study
 from reproduce.cns import pipeline, tables
 
 # (step, what runs it): the tables module's outputs are steps of their own for the progress line.
-TARGETS = ("train", *tables.OUTPUTS, "heatmaps", "readers")
+TARGETS = ("train", *tables.OUTPUTS, "heatmaps", "readers", "headline")
 
 
 def build_parser() -> argparse.ArgumentParser:
