@@ -35,7 +35,8 @@ class SeedStudy:
     shared flags (with --seed, --runs and --results); `build_headline(results_dir)` reads one
     seed's headline table from its written tables; `key` names the headline's row column
     ("model", "task") and `key_title` its column title; `targets[(key, metric)]` is a
-    lower bound that the issue set on the default phantom."""
+    lower bound that the issue set on the default phantom; `architecture` the model whose
+    training length the markdown states."""
 
     title: str
     run_all: Callable[[list[str]], int]
@@ -44,6 +45,8 @@ class SeedStudy:
     key_title: str
     targets: Mapping[tuple[str, str], float]
     say: Callable[[str], None]
+    # The architecture whose epochs the note on float noise counts (reproduce/config.py).
+    architecture: str
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -83,6 +86,9 @@ def target_lines(spread: pd.DataFrame, targets: Mapping[tuple[str, str], float])
 
 def markdown(ctx: study.StudyContext, spec: SeedStudy, spread: pd.DataFrame,
              seeds: Sequence[int]) -> str:
+    from reproduce import config as cfg
+
+    epochs = cfg.make_config(ctx.study, spec.architecture, ctx.profile).max_epochs
     shown = pd.DataFrame({
         spec.key_title: spread["key"], "metric": spread["metric"],
         **{f"seed {s}": [f"{float(v.split(';')[i]):.3f}" for v in spread["values"]]
@@ -102,7 +108,8 @@ def markdown(ctx: study.StudyContext, spec: SeedStudy, spread: pd.DataFrame,
         "",
         "- 'Expected for another run': mean ± t(0.975, n-1) · SD · sqrt(1 + 1/n), at least "
         f"± {expectation.MIN_HALF_WIDTH:g}, within [0, 1] (reproduce/expectation.py). A run on "
-        "another CPU differs from the committed one by float noise that 30 epochs of training "
+        f"another CPU differs from the committed one by float noise that {epochs} epochs of "
+        "training "
         "turn into another trajectory: judge it with `python -m reproduce compare --expect "
         "results/ YOUR_RESULTS/`, not with the float-noise tolerances of a plain compare.",
         f"- Seed {ctx.seed} is the main run (the tables beside this file); the others are in "

@@ -87,6 +87,10 @@ def test_seeds_runs_each_seed_once_and_spreads_the_headline(tmp_path, monkeypatc
     assert row["mean"] == pytest.approx(0.91) and row["values"] == "0.9000;0.9100;0.9200"
     assert "5class pointing_game_correct >= 0.8: mean 0.833, worst seed 0.750 -- holds for the " \
            "mean, NOT for the worst seed" in md
+    from reproduce import config as cfg
+
+    assert f"float noise that {cfg.make_config('cns', pipeline.ARCH, 'ci').max_epochs} epochs of " \
+           "training" in md   # the study's own training length, not Pgds's
     calls.clear()
     assert seeds.run(ctx, spec, (0, 1), argv) == 0   # seed 0 finished: reused, seed 1 re-run
     assert [c[0] for c in calls] == [1]

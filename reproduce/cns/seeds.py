@@ -21,7 +21,8 @@ from reproduce.cns import headline, pipeline
 NAME = seed_runs.NAME
 SPEC = seed_runs.SeedStudy(title="CNS study", run_all=cns_all.main,
                            build_headline=headline.build_headline, key="task", key_title="task",
-                           targets=headline.TARGETS, say=pipeline.say)
+                           targets=headline.TARGETS, say=pipeline.say,
+                           architecture=pipeline.ARCH)
 
 build_parser, main = seed_runs.command(SPEC, "python -m reproduce cns seeds",
                                        __doc__.split("\n\n")[0], pipeline.add_common_args,

@@ -20,7 +20,8 @@ from reproduce.pgds import headline, pipeline
 NAME = seed_runs.NAME
 SPEC = seed_runs.SeedStudy(title="Pgds study", run_all=pgds_all.main,
                            build_headline=headline.build_headline, key="model", key_title="model",
-                           targets=headline.TARGETS, say=pipeline.say)
+                           targets=headline.TARGETS, say=pipeline.say,
+                           architecture="pgds_resnet")
 
 build_parser, main = seed_runs.command(SPEC, "python -m reproduce pgds seeds",
                                        __doc__.split("\n\n")[0], pipeline.add_common_args,
