@@ -1263,10 +1263,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                              "bounding box, as Tang 2023 s2.2 ('cropped and masked')")
     parser.add_argument("--progress-every", type=int, default=50,
                         help="print progress to stderr every N images (default 50; 0 = never)")
+    io.add_max_pixels_argument(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    io.apply_max_pixels(args)
     if args.images is None and args.manifest is None:
         raise InputError(None, "give --images IN_DIR, --manifest MANIFEST, or both")
     report = deidentify_folder(args.images, args.out, args.manifest, force=args.force,

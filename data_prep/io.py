@@ -31,6 +31,12 @@ JPEG's entropy-coded data (JPEG has no checksum; libjpeg decodes it with a "Corr
 warning on stderr, as every JPEG reader does). JPEG EXIF orientation is not applied (the pixel
 grid is used as stored, as in cv2.imread with IMREAD_UNCHANGED).
 
+The format is read from the file's first bytes (`image_format`), never from its name. Before
+anything is decoded, the size a file declares (JPEG frame header, PNG IHDR, BMP/TIFF header,
+DICOM Rows x Columns) is compared with `max_pixels()` per frame (40 million unless
+$DATA_PREP_MAX_PIXELS or a command's `--max-pixels` says otherwise): a few-kB decompression
+bomb is refused with one line, not decoded into gigabytes.
+
 `verify_image(path)` runs the same structural checks without decoding pixels (tens of
 microseconds per JPEG/PNG header walk plus one CRC pass) and returns the image's size and
 frame count; the manifest validator uses it. Encapsulated (compressed) DICOM, BMP and TIFF have
@@ -61,7 +67,9 @@ __all__ = [
     "ImageReadError",
     "count_frames",
     "decodable_transfer_syntaxes",
+    "image_format",
     "is_dicom",
+    "max_pixels",
     "read_grayscale",
     "verify_image",
     "write_dicom_grayscale",
@@ -76,6 +84,14 @@ _JPEG_SOI = b"\xff\xd8"
 _BMP_SIGNATURE = b"BM"
 _TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 _HEAD_BYTES = 132  # enough for the DICOM preamble + 'DICM'
+
+# Decompression bombs: a few-kB PNG or JPEG can declare 30000 x 30000 pixels (3.6 GB decoded
+# as RGBA). Every reader compares the size a file DECLARES with this limit before decoding
+# anything. 40 megapixels per frame is ten times a 4K frame and far above any ultrasound frame
+# or face photo; raise it with the environment variable below (or `--max-pixels` of the
+# `manifest` and `deidentify` commands, which set it).
+DEFAULT_MAX_PIXELS = 40_000_000
+MAX_PIXELS_ENV = "DATA_PREP_MAX_PIXELS"
 
 # DICOM photometric interpretations this reader turns into grayscale.
 _DICOM_GRAY = ("MONOCHROME1", "MONOCHROME2")
@@ -158,6 +174,80 @@ def _sniff(path: Path, head: bytes) -> str:
     described = "text" if _looks_like_text(head) else "unrecognised binary data"
     raise ImageReadError(path, f"not an image file ({described}; expected JPEG, PNG, BMP, TIFF "
                                f"or DICOM)")
+
+
+def image_format(path: str | Path) -> str:
+    """"jpeg", "png", "bmp", "tiff" or "dicom", from the file's first bytes, never its name (a
+    BMP named .png is a BMP). Raises `ImageReadError` for a file that is none of them."""
+    path = Path(path)
+    return _sniff(path, _read_head(path))
+
+
+def max_pixels() -> int:
+    """The per-frame pixel limit: $DATA_PREP_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
+    import os
+
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        raise InputError(None, f"{MAX_PIXELS_ENV}={value!r} is not a whole number of pixels") from None
+    if limit < 1:
+        raise InputError(None, f"{MAX_PIXELS_ENV}={value!r} must be at least 1")
+    return limit
+
+
+def add_max_pixels_argument(parser) -> None:
+    """`--max-pixels N` on a command that reads images (sets the limit for this process)."""
+    parser.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help=f"refuse any image frame that declares more than N pixels, before "
+                             f"decoding it (default: ${MAX_PIXELS_ENV} or "
+                             f"{DEFAULT_MAX_PIXELS:,})")
+
+
+def apply_max_pixels(args) -> None:
+    """Make `--max-pixels` the limit of this process (and of the processes it starts)."""
+    import os
+
+    value = getattr(args, "max_pixels", None)
+    if value is None:
+        return
+    if value < 1:
+        raise InputError(None, f"--max-pixels {value}: must be at least 1")
+    os.environ[MAX_PIXELS_ENV] = str(value)
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    """Refuse a frame that declares more pixels than `max_pixels()`, before it is decoded."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise ImageReadError(path, f"declares {width}x{height} = {width * height:,} pixels per "
+                                   f"frame, above the limit of {limit:,} (a decompression bomb, "
+                                   f"or raise the limit with --max-pixels or {MAX_PIXELS_ENV})")
+
+
+def _declared_size(path: Path, data: bytes, kind: str) -> tuple[int, int]:
+    """(width, height) a BMP or TIFF header declares, read without decoding pixels."""
+    if kind == "bmp":
+        header = struct.unpack("<I", data[14:18])[0] if len(data) >= 18 else 0
+        if header == 12 and len(data) >= 22:   # OS/2 BITMAPCOREHEADER: 16-bit sizes
+            width, height = struct.unpack("<HH", data[18:22])
+        elif len(data) >= 26:
+            width, height = struct.unpack("<ii", data[18:26])
+        else:
+            raise ImageReadError(path, "truncated BMP: the file ends inside its header")
+        return abs(width), abs(height)
+    from PIL import Image, UnidentifiedImageError
+
+    import io as _io
+    try:
+        with Image.open(_io.BytesIO(data)) as image:   # lazy: reads the first IFD only
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as err:
+        raise ImageReadError(path, f"cannot parse the {kind.upper()} header: "
+                                   f"{_first_line(err)}") from None
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -419,6 +509,7 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
                                    f"{bits_allocated}")
     if representation not in (0, 1):
         raise ImageReadError(path, f"corrupt DICOM: PixelRepresentation {representation}")
+    _check_pixels(path, columns, rows)
 
     if tsyntax.is_encapsulated:
         try:
@@ -576,9 +667,12 @@ def read_grayscale(path: str | Path, frame: int = 0) -> np.ndarray:
     _check_frame(path, frame, 1)
     data = _read_all(path)
     if kind == "jpeg":
-        _check_jpeg(path, data)
+        width, height, _ = _check_jpeg(path, data)
     elif kind == "png":
-        _check_png(path, data)
+        width, height = _check_png(path, data)
+    else:
+        width, height = _declared_size(path, data, kind)
+    _check_pixels(path, width, height)
     return _cv2_to_gray(path, _decode_with_cv2(path, data, kind))
 
 
@@ -602,11 +696,15 @@ def verify_image(path: str | Path) -> ImageInfo:
     data = _read_all(path)
     if kind == "jpeg":
         width, height, plain = _check_jpeg(path, data)
+        _check_pixels(path, width, height)
         if plain:
             return ImageInfo(kind, width, height, 1)
     elif kind == "png":
         width, height = _check_png(path, data)
+        _check_pixels(path, width, height)
         return ImageInfo(kind, width, height, 1)
+    else:
+        _check_pixels(path, *_declared_size(path, data, kind))
     gray = _cv2_to_gray(path, _decode_with_cv2(path, data, kind))
     return ImageInfo(kind, gray.shape[1], gray.shape[0], 1)
 

@@ -411,6 +411,9 @@ def _parse_labels(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .io import apply_max_pixels
+
+    apply_max_pixels(args)
     labels = _parse_labels(args.labels)
     if args.check is not None:
         stray = [flag for flag, value in (("--case-pattern", args.case_pattern),
@@ -460,5 +463,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--skip-image-check", action="store_true",
                         help="do not open the image files (by default each must exist and be a "
                              "complete, readable image)")
+    from .io import add_max_pixels_argument
+
+    add_max_pixels_argument(parser)
     parser.set_defaults(func=run)
     return parser

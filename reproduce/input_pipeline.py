@@ -6,7 +6,9 @@ range (cv2 interpolates 8-bit images with 11-bit fixed-point weights, TF in floa
 |difference| 0.005 on the real frames of ../shared/data, below 0.01 on synthetic ones, 0 when
 no resize is needed (tests/test_input_pipeline.py). Decoding runs in parallel inside TF:
 
-- .jpg/.jpeg/.png files: `tf.io.decode_jpeg` with libjpeg's accurate integer IDCT (what cv2
+- files whose BYTES are JPEG or PNG (whatever their name: a BMP, TIFF or DICOM named .png goes
+  the data_prep.io way, and a file that is no image fails there with its one-line error):
+  `tf.io.decode_jpeg` with libjpeg's accurate integer IDCT (what cv2
   and Pillow use; bit-identical pixels) when the bytes are a JPEG, else `tf.io.decode_png`
   (8- or 16-bit, read from the IHDR header); colour becomes BT.601 luma as in cv2. EXIF
   orientation is ignored, as data_prep.io does;
@@ -52,8 +54,9 @@ from data_prep.preprocess import EVAL_RESIZE_RATIO  # noqa: E402  (Resize(256) /
 
 AUTOTUNE = tf.data.AUTOTUNE
 
-# Formats TensorFlow decodes itself; every other suffix goes through data_prep.io.
-TF_DECODED_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Formats TensorFlow decodes itself (data_prep.io.image_format of the file's bytes); every
+# other format goes through data_prep.io.
+TF_DECODED_FORMATS = ("jpeg", "png")
 # BT.601 luma, the weights cv2.COLOR_BGR2GRAY uses (data_prep.io turns colour into this).
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -145,7 +148,15 @@ def expand_entries(labels: np.ndarray, multiplicity: Sequence[int] | None) -> En
 
 
 def uses_tf_decoder(path: str) -> bool:
-    return Path(path).suffix.lower() in TF_DECODED_SUFFIXES
+    """Whether TF decodes the file itself: its first bytes are a JPEG or PNG signature. A
+    file that is unreadable or no image goes to data_prep.io, which names what is wrong."""
+    from data_prep.errors import InputError
+    from data_prep.io import image_format
+
+    try:
+        return image_format(path) in TF_DECODED_FORMATS
+    except InputError:
+        return False
 
 
 def _read_with_data_prep(path: bytes) -> np.ndarray:
