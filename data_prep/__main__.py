@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import EXIT_BAD_INPUT, InputError
+from .errors import report_bad_input
 
 # Order is the order `--help` lists them in.
 SUBCOMMAND_MODULES = ("manifest", "deidentify", "splits", "audit", "augment", "phantom")
@@ -29,11 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except InputError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return report_bad_input(lambda: args.func(args))
 
 
 if __name__ == "__main__":

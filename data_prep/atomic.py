@@ -23,6 +23,10 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
     file name (cv2.imwrite, matplotlib, keras) still work.
     """
     dest = Path(dest)
+    if dest.is_dir():   # os.replace would fail late (EBUSY for '.', EISDIR) after the work
+        from .errors import InputError
+
+        raise InputError(dest, "is a folder; give a file name")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix if suffix is not None else dest.suffix,
                                dir=dest.parent)
@@ -34,6 +38,20 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_folder_target(path: str | Path, flag: str) -> Path:
+    """Refuse, before any work, an output folder that cannot be one: `path` or the first of
+    its ancestors that exists is a file. Returns `path`."""
+    from .errors import InputError
+
+    path = Path(path)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise InputError(candidate, f"exists and is not a folder; choose another {flag}")
+            break
+    return path
 
 
 def write_bytes(dest: str | Path, data: bytes) -> Path:

@@ -38,6 +38,7 @@ import argparse
 import csv
 import math
 import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -159,6 +160,14 @@ def _parse_number(column: str, text: str) -> float:
     return value
 
 
+def normalize_path_text(value: str) -> str:
+    """A manifest or splits path cell as every later step spells it: surrounding blanks
+    removed, backslashes as forward slashes, repeated slashes and './' folded
+    ('sub\\a.png ' -> 'sub/a.png')."""
+    text = str(value).strip().replace("\\", "/")
+    return posixpath.normpath(text) if text else text   # 'sub//a.png', './a.png' -> one spelling
+
+
 def _resolve(base: Path, relative: str) -> str:
     """Absolute, normalised path of a manifest path cell (either slash works)."""
     return os.path.normpath(os.path.join(base, relative.replace("\\", "/")))
@@ -254,6 +263,12 @@ def validate_manifest(frame: pd.DataFrame, manifest_path: str | Path, *,
 
     result = text.copy()
     result.index = pd.RangeIndex(len(result))
+    # One spelling of every path from here on (splits, audit, de-identification, training all
+    # join on image_path): stripped, forward slashes. A Windows-made manifest's 'sub\\a.png'
+    # would otherwise pass this check and fail to match its own splits row later.
+    for column in _PATH_COLUMNS:
+        if column in result.columns:
+            result[column] = result[column].map(normalize_path_text)
     for column, parsed in numbers.items():
         result[column] = pd.Series(parsed, dtype="float64")
     if "landmarks" in columns:

@@ -290,6 +290,10 @@ def load_splits(path: str | Path) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(path, f"not a readable CSV: {err}") from None
+    if "image_path" in frame.columns:   # spelled as data_prep.manifest spells it
+        from .manifest import normalize_path_text
+
+        frame["image_path"] = frame["image_path"].map(normalize_path_text)
     validate_splits(frame, source=str(path))
     if "fold" in frame.columns:
         frame["fold"] = frame["fold"].astype(int)

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from data_prep import atomic
-from data_prep.errors import EXIT_BAD_INPUT, InputError
+from data_prep.errors import InputError, report_bad_input
 
 PROFILE_NAMES = ("ci", "default", "paper")
 # study -> (module with TARGETS and run_targets, the results table that leads its section)
@@ -202,11 +202,7 @@ def write_results_index(results: Path, studies: Sequence[str]) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return run(args)
-    except InputError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return report_bad_input(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from data_prep.errors import EXIT_BAD_INPUT, InputError
+from data_prep.errors import InputError, report_bad_input
 
 EXIT_OK = 0
 EXIT_EXCEEDS = 1
@@ -437,11 +437,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except InputError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return report_bad_input(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from data_prep import atomic  # noqa: E402
-from data_prep.errors import EXIT_BAD_INPUT, InputError  # noqa: E402
+from data_prep.errors import InputError, report_bad_input  # noqa: E402
 
 PROFILE_NAMES = ("ci", "default", "paper")
 THRESHOLD_RULES = ("max_f1", "youden")
@@ -182,8 +182,10 @@ def context_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The StudyContext fields the common flags give."""
     if args.seed < 0:
         raise InputError(None, f"--seed must be >= 0, got {args.seed}")
-    return dict(profile=args.profile, seed=int(args.seed), runs_dir=Path(args.runs),
-                results_dir=Path(args.results), manifest=args.manifest, readers=args.readers,
+    runs_dir = atomic.check_folder_target(args.runs, "--runs")
+    results_dir = atomic.check_folder_target(args.results, "--results")
+    return dict(profile=args.profile, seed=int(args.seed), runs_dir=runs_dir,
+                results_dir=results_dir, manifest=args.manifest, readers=args.readers,
                 force=bool(args.force))
 
 
@@ -191,11 +193,7 @@ def run_cli(main_body: Callable[[argparse.Namespace], int], parser: argparse.Arg
             argv: Sequence[str] | None) -> int:
     """Parse `argv`, run `main_body(args)`; bad input -> one stderr line and exit 2."""
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return int(main_body(args) or 0)
-    except InputError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return report_bad_input(lambda: main_body(args))
 
 
 def run_steps(steps: Sequence[tuple[str, Callable[[], int]]], key: str,

@@ -55,7 +55,7 @@ from typing import Any, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from data_prep.errors import EXIT_BAD_INPUT, InputError  # noqa: E402
+from data_prep.errors import InputError, report_bad_input  # noqa: E402
 from reproduce import gradcam  # noqa: E402
 
 CSV_COLUMNS = ("image", "probability", "call", "threshold", "error", "threshold_source", "overlay")
@@ -461,11 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return run(args)
-    except InputError as err:
-        print(f"error: {err.one_line()}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    return report_bad_input(lambda: run(args))
 
 
 if __name__ == "__main__":
