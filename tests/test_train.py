@@ -387,3 +387,20 @@ def test_bfloat16_precision_builds_compiles_and_steps():
     assert all(w.dtype == "float32" for w in model.trainable_weights)
     assert np.isfinite(loss)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+
+
+@pytest.mark.parametrize("limit", [train.MONITOR_CACHE_LIMIT, 1])
+def test_monitor_inputs_predict_as_model_predict_does(limit, monkeypatch):
+    """The monitored images held as inputs (or streamed, above the limit) give model.predict's
+    probabilities bit for bit."""
+    import tensorflow as tf
+
+    monkeypatch.setattr(train, "MONITOR_CACHE_LIMIT", limit)
+    config = tiny_config()
+    model = tiny_builder(config, (18, 20, 1), 2)
+    images = np.random.default_rng(0).random((11, 18, 20, 1), np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(4)
+    inputs = train._monitor_inputs(dataset)
+    assert isinstance(inputs, list) == (limit > 1)
+    expected = np.asarray(model.predict(dataset, verbose=0), np.float64)
+    assert np.array_equal(train._predict_monitor(model, inputs), expected)
