@@ -69,6 +69,58 @@ def require_file(path: str | Path) -> Path:
     return file
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_OTHER_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                     (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"),
+                     (b"MM\x00*", "a TIFF image"), (b"PK\x03\x04", "a zip archive"),
+                     (b"\x93NUMPY", "a NumPy .npy array"))
+
+
+def _what_bytes(head: bytes) -> str:
+    """What a file's first bytes look like, for a message ("a PNG image", "text", ...)."""
+    if not head:
+        return "an empty file (0 bytes)"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "a DICOM file"
+    for signature, what in _OTHER_SIGNATURES:
+        if head.startswith(signature):
+            return what
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "unrecognised binary data"
+
+
+def check_weights_content(path: str | Path) -> Path:
+    """The file is what its suffix promises, judged by its bytes: a `.keras` file is a zip
+    archive holding config.json, an `.h5`/`.hdf5` file has the HDF5 signature. Else
+    WeightsMismatchError saying what the bytes are (Keras itself reports any file it cannot
+    open as "File not found", even one that exists)."""
+    import zipfile
+
+    file = require_file(path)
+    name = file.name.lower()
+    with open(file, "rb") as handle:
+        head = handle.read(132)
+    if name.endswith(".keras"):
+        try:
+            with zipfile.ZipFile(file) as archive:
+                if "config.json" in archive.namelist():
+                    return file
+                what = "a zip archive without config.json"
+        except (zipfile.BadZipFile, OSError):
+            what = _what_bytes(head)
+            if what == "a zip archive":
+                what = "a damaged zip archive (truncated?)"
+        raise WeightsMismatchError(f"{file}: is not a Keras .keras model: its bytes are {what} "
+                                   "(a .keras model is a zip archive holding config.json)")
+    if name.endswith((".h5", ".hdf5")) and not head.startswith(_HDF5_SIGNATURE):
+        raise WeightsMismatchError(f"{file}: is not an HDF5 weights file: its bytes are "
+                                   f"{_what_bytes(head)}")
+    return file
+
+
 def _decode(value) -> str:
     return value.decode("utf8") if isinstance(value, bytes) else str(value)
 
@@ -85,6 +137,7 @@ def _weighted_layers(model: keras.Model) -> list[keras.layers.Layer]:
 
 
 def _read_keras_file(file: Path) -> dict[str, list[np.ndarray]]:
+    check_weights_content(file)
     try:
         saved = keras.saving.load_model(file, compile=False)
     except Exception as error:  # noqa: BLE001 - any failure to read means "not a usable file"
@@ -94,6 +147,7 @@ def _read_keras_file(file: Path) -> dict[str, list[np.ndarray]]:
 
 
 def _read_legacy_h5(file: Path) -> dict[str, list[np.ndarray]]:
+    check_weights_content(file)
     try:
         with h5py.File(file, "r") as handle:
             group = handle
@@ -140,6 +194,7 @@ def _structural_keys(model: keras.Model, prefix: str = "layers") -> dict[str, st
 
 def _read_structural_h5(file: Path, model: keras.Model) -> tuple[dict[str, list[np.ndarray]], list[str]]:
     """Arrays keyed by the model's layer names, and the file's weight groups no layer maps to."""
+    check_weights_content(file)
     keys = _structural_keys(model)
     try:
         with h5py.File(file, "r") as handle:

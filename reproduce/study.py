@@ -656,9 +656,14 @@ def model_path(ctx: StudyContext, arch: str, fold: int = 0) -> Path:
 
 
 def load_keras_model(path: str | Path):
-    """A saved .keras model, uncompiled (prediction and Grad-CAM only)."""
+    """A saved .keras model, uncompiled (prediction and Grad-CAM only). A file whose bytes
+    are no .keras model is a WeightsMismatchError saying what they are (Keras would call it
+    "File not found")."""
     import keras
 
+    from models.weights import check_weights_content
+
+    check_weights_content(path)
     return keras.saving.load_model(str(path), compile=False)
 
 

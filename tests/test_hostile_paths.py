@@ -112,3 +112,33 @@ def test_os_errors_about_user_paths_become_input_errors(tmp_path, capsys):
         "/x: permission denied; choose another path"
     with pytest.raises(ZeroDivisionError):   # an internal error is not reported as bad input
         report_bad_input(lambda: 1 / 0)
+
+
+@pytest.mark.parametrize("content, name, what", [
+    (b"hello\n", "w.keras", "its bytes are text"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(40), "w.keras", "its bytes are a PNG image"),
+    (b"PK\x03\x04" + bytes(20), "w.keras", "damaged zip archive"),
+    (b"", "w.keras", "an empty file"),
+    (b"hello\n", "w.weights.h5", "not an HDF5 weights file: its bytes are text"),
+    (b"\xff\xd8\xff\xe0" + bytes(30), "w.h5", "a JPEG image"),
+])
+def test_a_weights_file_that_is_not_one_says_what_it_is(tmp_path, content, name, what):
+    """Keras reports any .keras file it cannot open as "File not found", even one that exists."""
+    from models.weights import WeightsMismatchError, check_weights_content
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(WeightsMismatchError, match=what):
+        check_weights_content(path)
+
+
+def test_predict_with_a_non_keras_weights_file_names_what_it_is(tmp_path, capsys):
+    from reproduce.__main__ import main as reproduce_main
+
+    weights = tmp_path / "model.keras"
+    weights.write_text("not a model")
+    (tmp_path / "images").mkdir()
+    assert reproduce_main(["cns", "predict", "--images", str(tmp_path / "images"),
+                           "--weights", str(weights)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "its bytes are text" in line and "File not found" not in line
