@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import math
 import os
 import posixpath
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -76,11 +78,40 @@ _LANDMARK_SPLIT = re.compile(r"[\s,;]+")
 
 # --------------------------------------------------------------------------- reading the CSV
 
+def _located_csv_error(path: Path, err: csv.Error, records: list[list[str]],
+                       line: int) -> InputError:
+    """csv.Error (an oversized field, a stray NUL, ...) as an InputError naming the row and,
+    for an oversized field, its column: the record is re-read with the limit lifted."""
+    row = len([r for r in records[1:] if any(r)]) + 1 if records else None
+    message = f"not a readable CSV file: {err}"
+    if "field larger than field limit" in str(err) and records:
+        limit = csv.field_size_limit()
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            csv.field_size_limit(sys.maxsize)
+            try:
+                record = next(itertools.islice(csv.reader(handle), len(records), None), [])
+            finally:
+                csv.field_size_limit(limit)
+        long = next((i for i, cell in enumerate(record) if len(cell) > limit), None)
+        if long is not None:
+            column = records[0][long] if long < len(records[0]) else f"#{long + 1}"
+            return InputError(path, f"a cell of {len(record[long]):,} characters, above the "
+                                    f"{limit:,} a CSV field may hold (line {line})", row=row,
+                              column=column)
+    return InputError(path, f"{message} (line {line})", row=row)
+
+
 def _read_csv_text(path: Path) -> tuple[list[str], list[list[str]]]:
     """Header and data records of a CSV, as stripped strings; blank records are skipped."""
+    records: list[list[str]] = []
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            records = [[cell.strip() for cell in record] for record in csv.reader(handle)]
+            reader = csv.reader(handle)
+            try:
+                for record in reader:
+                    records.append([cell.strip() for cell in record])
+            except csv.Error as err:
+                raise _located_csv_error(path, err, records, reader.line_num) from None
     except FileNotFoundError:
         raise InputError(path, "manifest not found") from None
     except IsADirectoryError:

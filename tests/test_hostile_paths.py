@@ -142,3 +142,25 @@ def test_predict_with_a_non_keras_weights_file_names_what_it_is(tmp_path, capsys
                            "--weights", str(weights)]) == 2
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "its bytes are text" in line and "File not found" not in line
+
+
+def test_oversized_csv_field_names_row_and_column(tmp_path, capsys):
+    import csv
+
+    path = tmp_path / "manifest.csv"
+    limit = csv.field_size_limit()
+    path.write_text("image_path,case_id,label\na.png,c1,normal\nb.png,c2," + "x" * (limit + 5) + "\n")
+    assert data_prep_main(["manifest", "--check", str(path)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line == (f"error: {path}, row 2, column 'label': a cell of {limit + 5:,} characters, "
+                    f"above the {limit:,} a CSV field may hold (line 3)")
+    assert csv.field_size_limit() == limit   # the limit is restored
+
+
+def test_nul_byte_in_manifest_names_the_row(tmp_path, capsys):
+    path = tmp_path / "manifest.csv"
+    path.write_bytes(b"image_path,case_id,label\na.png,c1,normal\nb.png,c\x002,normal\n")
+    code = data_prep_main(["manifest", "--check", str(path)])
+    line = capsys.readouterr().err.strip()
+    assert code == 2 and line.startswith(f"error: {path}")
+    assert "Traceback" not in line
