@@ -903,8 +903,10 @@ def build_parser(study: str | None = None) -> argparse.ArgumentParser:
                         help="comma-separated models.registry names; default: the study's")
     parser.add_argument("--folds", default=None,
                         help="comma-separated fold numbers to train; default: every fold")
-    parser.add_argument("--out", type=Path, default=Path(cfg.RUNS_DIR),
-                        help="folder for models, checkpoints and logs (git-ignored runs/)")
+    # --runs as every study target names it; --out, its old name, still works.
+    parser.add_argument("--runs", "--out", dest="out", type=Path, default=Path(cfg.RUNS_DIR),
+                        help="folder for models, checkpoints and logs (default: the git-ignored "
+                             "runs/; --out is the same flag under its old name)")
     parser.add_argument("--epochs", default=None,
                         help="epoch grid, e.g. 25,50,100,150,200 (default: the profile's)")
     parser.add_argument("--selection", choices=cfg.SELECTIONS, default=None,
@@ -1031,7 +1033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from data_prep.splits import case_level_split, load_splits
 
-    atomic.check_folder_target(args.out, "--out")
+    atomic.check_folder_target(args.out, "--runs")
     shard_index, shard_count = cfg.parse_shard(args.shard)
     model_options = cfg.parse_model_options(args.model_option)
     grid = cfg.parse_epoch_grid(args.epochs) if args.epochs else None

@@ -86,7 +86,8 @@ def test_data_prep_outputs_that_cannot_be_are_refused_in_one_line(messy, capsys,
 @pytest.mark.parametrize("argv, flag", [
     (["cns", "train", "--profile", "ci", "--runs", "afile"], "--runs"),
     (["cns", "all", "--profile", "ci", "--results", "afile/deeper"], "--results"),
-    (["pgds", "train", "--profile", "ci", "--out", "afile"], "--out"),
+    (["pgds", "train", "--profile", "ci", "--out", "afile"], "--runs"),
+    (["pgds", "train", "--profile", "ci", "--runs", "afile"], "--runs"),
 ])
 def test_study_folders_that_are_files_are_refused_before_any_work(tmp_path, capsys, monkeypatch,
                                                                    argv, flag):
