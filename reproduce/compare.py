@@ -344,11 +344,41 @@ def format_rows(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _profiles(folder: Path) -> dict[str, tuple[Path, str]]:
+    """{run.json's path relative to `folder`: (its path, the profile it records)}."""
+    found = {}
+    for path in sorted(folder.rglob("run.json")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue   # an unreadable run.json says nothing about the profile
+        config = record.get("config") if isinstance(record, dict) else None
+        profile = (config or {}).get("profile") if isinstance(config, dict) else None
+        if isinstance(profile, str):
+            found[str(path.relative_to(folder))] = (path, profile)
+    return found
+
+
+def check_same_profiles(dir_a: Path, dir_b: Path) -> None:
+    """Bad input when a run.json both folders hold records two different profiles: tables
+    of a ci and a default run differ by design, not by float noise or seed."""
+    profiles_b = _profiles(dir_b)
+    for name, (path_a, profile_a) in _profiles(dir_a).items():
+        if name in profiles_b and profiles_b[name][1] != profile_a:
+            path_b, profile_b = profiles_b[name]
+            raise InputError(path_b, f"profile '{profile_b}', but {path_a} is profile "
+                                     f"'{profile_a}': results of different profiles are not "
+                                     "comparable (run both with one --profile)")
+
+
 def report(dir_a: Path, dir_b: Path, tolerances: Tolerances,
            key_columns: Sequence[str] | None = None, out=None) -> int:
     """Print every table's comparison and a summary; return the exit status (0 or 1)."""
     out = sys.stdout if out is None else out
     dir_a, dir_b = _check_folder(Path(dir_a)), _check_folder(Path(dir_b))
+    check_same_profiles(dir_a, dir_b)
     pairs = _pair_tables(dir_a, dir_b)
     results = [(name, *compare_tables(name, pa, pb, tolerances, key_columns))
                for name, pa, pb in pairs]
@@ -420,6 +450,7 @@ def run(args: argparse.Namespace) -> int:
     if args.expect:
         from reproduce import expectation
 
+        check_same_profiles(_check_folder(Path(args.dir_a)), _check_folder(Path(args.dir_b)))
         return expectation.report(expectation.judge(args.dir_a, args.dir_b))
     tolerances = make_tolerances(args.tolerance_file, args.atol, args.rtol)
     return report(args.dir_a, args.dir_b, tolerances, args.key)

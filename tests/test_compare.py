@@ -219,3 +219,24 @@ def test_compare_dirs_accepts_a_pattern_mapping(tmp_path):
                                        "pgds/table2.csv": TABLE2, "cns/summary.csv": SUMMARY})
     assert all(r.ok for r in compare.compare_dirs(a, b, {"auroc": 0.05}))
     assert not all(r.ok for r in compare.compare_dirs(a, b, None))
+
+
+@pytest.mark.parametrize("expect", [False, True])
+def test_folders_of_different_profiles_are_refused_saying_so(tmp_path, capsys, expect):
+    import json
+
+    from reproduce.compare import main as compare_main
+
+    for name, profile in (("a", "default"), ("b", "ci")):
+        folder = tmp_path / name / "cns"
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"config": {"profile": profile, "study": "cns"}}))
+        (folder / "t.csv").write_text("task,accuracy\n4class,0.9\n")
+    argv = [str(tmp_path / "a"), str(tmp_path / "b")] + (["--expect"] if expect else [])
+    assert compare_main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "profile 'ci'" in line and "profile 'default'" in line and "not comparable" in line
+    # The same profile on both sides compares as before.
+    (tmp_path / "b" / "cns" / "run.json").write_text(json.dumps({"config": {"profile": "default"}}))
+    if not expect:
+        assert compare_main(argv) == 0
