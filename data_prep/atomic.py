@@ -77,23 +77,61 @@ def write_csv(dest: str | Path, frame) -> Path:
     return Path(dest)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_stages(dest: str | Path) -> list[Path]:
+    """Remove the `.<name>.staging.<pid>.*` and `.<name>.old.<pid>.*` folders that a killed
+    `staged_dir` left beside `dest` (those of live processes are another run's, kept; names
+    without a PID are from before PIDs were recorded, removed). A kill between moving the old
+    `dest` aside and moving the new one in leaves no `dest`: the old one is put back first.
+    Returns what was removed."""
+    dest = Path(dest)
+    removed = []
+    if not dest.parent.is_dir():
+        return removed
+    for kind in ("old", "staging"):   # old first: it may hold the only copy of dest
+        for folder in sorted(dest.parent.glob(f".{dest.name}.{kind}.*")):
+            parts = folder.name[len(dest.name) + 2:].split(".")
+            pid = int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+            if not folder.is_dir() or (pid is not None and (pid == os.getpid() or _process_alive(pid))):
+                continue
+            previous = folder / dest.name
+            if kind == "old" and previous.is_dir() and not dest.exists():
+                os.replace(previous, dest)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_dir(dest: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder in a sibling temp folder and move it onto `dest` only on success.
 
     If `dest` exists and `overwrite` is False, files from the staged folder are merged into it
     (each file replaced atomically); with `overwrite` the old folder is replaced whole.
-    On any exception the staged folder is removed and `dest` is left as it was.
+    On any exception the staged folder is removed and `dest` is left as it was. A process
+    killed inside (SIGKILL runs no `finally`) leaves its folders behind, named with its PID:
+    the next call for the same `dest` removes those of dead processes (`remove_stale_stages`).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging.", dir=dest.parent))
+    remove_stale_stages(dest)
+    pid = os.getpid()
+    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.staging.{pid}.", dir=dest.parent))
     try:
         yield stage
         if not dest.exists():
             os.replace(stage, dest)
         elif overwrite:
-            trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+            trash = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.{pid}.", dir=dest.parent))
             os.replace(dest, trash / dest.name)
             os.replace(stage, dest)
             shutil.rmtree(trash, ignore_errors=True)
