@@ -123,11 +123,30 @@ def run_record(config: Mapping[str, Any], *, seed: int | None, manifest: str | P
 def write_run_json(out_dir: str | Path, config: Mapping[str, Any], *, seed: int | None,
                    manifest: str | Path | None = None, extra: Mapping[str, Any] | None = None,
                    force: bool = False) -> Path:
-    """Write `out_dir/run.json`, refusing (InputError) when it holds another config."""
+    """Write `out_dir/run.json`, refusing (InputError) when it holds another config, or the
+    same config run on another manifest (its text or any image differs: what is in
+    `out_dir` was made from other data, and rewriting run.json would claim otherwise)."""
     out_dir = Path(out_dir)
     check_same_config(out_dir, config, force=force)
     record = run_record(config, seed=seed, manifest=manifest, extra=extra)
+    if not force and manifest is not None:
+        check_same_manifest(out_dir, record["manifest_sha256"])
     return atomic.write_json(out_dir / "run.json", record)
+
+
+def check_same_manifest(out_dir: str | Path, sha256: str) -> None:
+    """Raise InputError when out_dir/run.json records another manifest hash."""
+    import json
+
+    path = Path(out_dir) / "run.json"
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8")).get("manifest_sha256")
+    except (OSError, ValueError, AttributeError):
+        return
+    if previous and previous != sha256:
+        raise InputError(path, f"what is here was made from another manifest (sha256 "
+                               f"{previous[:12]}..., this one {sha256[:12]}...: its text or an "
+                               f"image differs); use --force to redo it, or choose another folder")
 
 
 def check_same_config(out_dir: str | Path, config: Mapping[str, Any], *, force: bool = False) -> None:

@@ -404,3 +404,27 @@ def test_monitor_inputs_predict_as_model_predict_does(limit, monkeypatch):
     assert isinstance(inputs, list) == (limit > 1)
     expected = np.asarray(model.predict(dataset, verbose=0), np.float64)
     assert np.array_equal(train._predict_monitor(model, inputs), expected)
+
+
+def test_a_run_folder_trained_on_another_manifest_is_refused_unless_forced(study, tmp_path):
+    """Before: training into a folder holding a model of another manifest (every label
+    flipped) exited 0, kept the old model and rewrote run.json with the new manifest's hash."""
+    manifest, splits = study
+    run_dir = tmp_path / "run"
+    train_tiny(run_dir, manifest, splits, epoch_grid=(1,))
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    frame = pd.read_csv(manifest)
+    frame["label"] = frame["label"].map({"normal": "genetic_disease", "genetic_disease": "normal"})
+    import shutil
+
+    shutil.copytree(manifest.parent / "images", flipped / "images")
+    frame.to_csv(flipped / "manifest.csv", index=False)
+    before = (run_dir / "run.json").read_text()
+    with pytest.raises(InputError, match="made from another manifest.*--force"):
+        train_tiny(run_dir, flipped / "manifest.csv", splits, epoch_grid=(1,))
+    assert (run_dir / "run.json").read_text() == before   # nothing rewritten
+    result = train.train_run(tiny_config(epoch_grid=(1,)), *tiny_tables(manifest, splits), CLASSES,
+                             run_dir, manifest=flipped / "manifest.csv", force=True,
+                             builder=tiny_builder, verbose=0)
+    assert result.epochs_trained == 1   # --force retrains
