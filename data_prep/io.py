@@ -450,14 +450,24 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
     from pydicom.pixels import get_decoder
     from pydicom.uid import UID, ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian
 
+    import warnings
+
     preamble = _has_dicom_preamble(head)
     try:
-        ds = pydicom.dcmread(path, force=not preamble, defer_size=4096)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, force=not preamble, defer_size=4096)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, struct.error,
             NotImplementedError, TypeError, AttributeError, OverflowError) as err:
         raise ImageReadError(path, f"cannot parse the DICOM header: {_first_line(err)}") from None
 
     pixel_tag = 0x7FE00010
+    # pydicom drops an encapsulated element the file ends inside, with only a warning: a
+    # truncated compressed DICOM would read as "no PixelData".
+    cut_short = any("End of file reached" in str(w.message) for w in caught)
+    if pixel_tag not in ds and cut_short:
+        raise ImageReadError(path, "truncated DICOM: the file ends before its pixel data "
+                                   "is complete (cut short)")
     if pixel_tag not in ds:
         if not preamble and "Rows" not in ds:
             raise ImageReadError(path, "not a DICOM file (no 'DICM' marker at byte 128 and no "

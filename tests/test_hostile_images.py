@@ -179,3 +179,27 @@ def test_tiff_header_is_read_without_decoding(tmp_path):
     path = tmp_path / "t.tif"
     Image.fromarray(GRAY).save(path)
     assert io._declared_size(path, path.read_bytes(), "tiff") == (GRAY.shape[1], GRAY.shape[0])
+
+
+@pytest.mark.parametrize("fraction", [0.95, 0.7, 0.45])
+def test_truncated_compressed_dicom_says_truncated_not_no_pixel_data(tmp_path, fraction):
+    """Before: pydicom drops an encapsulated element the file ends inside (a warning only),
+    and the reader said "DICOM file has no PixelData element"."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    whole = tmp_path / "whole.dcm"
+    io.write_dicom_grayscale(whole, GRAY)
+    ds = pydicom.dcmread(whole)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([cv2.imencode(".jpg", GRAY)[1].tobytes()])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(whole, enforce_file_format=True)
+    assert io.verify_image(whole).kind == "dicom"
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    for reader in (io.verify_image, io.read_grayscale):
+        with pytest.raises(io.ImageReadError, match=r"cut\.dcm: truncated DICOM"):
+            reader(cut)
