@@ -244,7 +244,7 @@ def test_other_architecture_and_unsupported_files_are_refused(tmp_path):
         load_weights_file(resnet, text)
     fake = tmp_path / "fake.keras"
     fake.write_text("not a zip")
-    with pytest.raises(WeightsMismatchError, match="fake.keras: cannot be read"):
+    with pytest.raises(WeightsMismatchError, match="fake.keras: is not a Keras .keras model: its bytes are text"):
         load_weights_file(resnet, fake)
 
 
