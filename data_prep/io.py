@@ -176,6 +176,26 @@ def _sniff(path: Path, head: bytes) -> str:
                                f"or DICOM)")
 
 
+_OTHER_SIGNATURES = ((b"PK\x03\x04", "a zip archive"), (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+                     (b"\x93NUMPY", "a NumPy .npy array"))
+
+
+def describe_bytes(head: bytes) -> str:
+    """What a file's first bytes look like, for messages: "a PNG image", "text", ..."""
+    if not head:
+        return "an empty file (0 bytes)"
+    try:
+        kind = _sniff(Path("x"), head)
+        return {"dicom": "a DICOM file", "jpeg": "a JPEG image", "png": "a PNG image",
+                "tiff": "a TIFF image", "bmp": "a BMP image"}[kind]
+    except ImageReadError:
+        pass
+    for signature, what in _OTHER_SIGNATURES:
+        if head.startswith(signature):
+            return what
+    return "text" if _looks_like_text(head) else "unrecognised binary data"
+
+
 def image_format(path: str | Path) -> str:
     """"jpeg", "png", "bmp", "tiff" or "dicom", from the file's first bytes, never its name (a
     BMP named .png is a BMP). Raises `ImageReadError` for a file that is none of them."""

@@ -70,26 +70,6 @@ def require_file(path: str | Path) -> Path:
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_OTHER_SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
-                     (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"),
-                     (b"MM\x00*", "a TIFF image"), (b"PK\x03\x04", "a zip archive"),
-                     (b"\x93NUMPY", "a NumPy .npy array"))
-
-
-def _what_bytes(head: bytes) -> str:
-    """What a file's first bytes look like, for a message ("a PNG image", "text", ...)."""
-    if not head:
-        return "an empty file (0 bytes)"
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "a DICOM file"
-    for signature, what in _OTHER_SIGNATURES:
-        if head.startswith(signature):
-            return what
-    try:
-        head.decode("utf-8")
-        return "text"
-    except UnicodeDecodeError:
-        return "unrecognised binary data"
 
 
 def check_weights_content(path: str | Path) -> Path:
@@ -98,6 +78,8 @@ def check_weights_content(path: str | Path) -> Path:
     WeightsMismatchError saying what the bytes are (Keras itself reports any file it cannot
     open as "File not found", even one that exists)."""
     import zipfile
+
+    from data_prep.io import describe_bytes
 
     file = require_file(path)
     name = file.name.lower()
@@ -110,14 +92,14 @@ def check_weights_content(path: str | Path) -> Path:
                     return file
                 what = "a zip archive without config.json"
         except (zipfile.BadZipFile, OSError):
-            what = _what_bytes(head)
+            what = describe_bytes(head)
             if what == "a zip archive":
                 what = "a damaged zip archive (truncated?)"
         raise WeightsMismatchError(f"{file}: is not a Keras .keras model: its bytes are {what} "
                                    "(a .keras model is a zip archive holding config.json)")
     if name.endswith((".h5", ".hdf5")) and not head.startswith(_HDF5_SIGNATURE):
         raise WeightsMismatchError(f"{file}: is not an HDF5 weights file: its bytes are "
-                                   f"{_what_bytes(head)}")
+                                   f"{describe_bytes(head)}")
     return file
 
 
