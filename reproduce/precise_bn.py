@@ -34,6 +34,8 @@ from typing import Iterable
 
 import numpy as np
 
+from reproduce.config import RECORDED_WHEN_SET
+
 
 def batch_norm_layers(model) -> list:
     """Every keras.layers.BatchNormalization in `model`, nested models included, in order."""
@@ -121,8 +123,9 @@ def recalibrate_batch_norm(model, batches: Iterable) -> int:
 
 
 #: At most this many training images re-estimate the statistics (an evenly spaced subset of a
-#: larger training split): 2048 images at 400x440x1 hold 1.4 GB of float32.
-MAX_RECALIBRATION_IMAGES = 2048
+#: larger training split): 2048 images at 400x440x1 hold 1.4 GB of float32. A run sets its own
+#: number as TrainConfig.precise_bn_images; this is that field's default.
+MAX_RECALIBRATION_IMAGES = RECORDED_WHEN_SET["precise_bn_images"]
 
 
 class TrainingImages:

@@ -368,6 +368,8 @@ def test_cli_default_data_is_the_phantom(tmp_path, monkeypatch):
     (["--shard", "2/2"], "--shard 2/2"),
     (["--epochs", "3,2"], "strictly increasing"),
     (["--model-option", "dropout"], "KEY=VALUE"),
+    (["--folds", "0,x"], "--folds must be distinct non-negative integers"),
+    (["--folds", "1,1"], "--folds must be distinct"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(study, tmp_path, capsys, monkeypatch, extra, message):
     manifest, splits = study
@@ -377,6 +379,20 @@ def test_cli_bad_input_exits_2_with_one_line(study, tmp_path, capsys, monkeypatc
     assert train.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1] and not trained
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--architectures", "pgds_resnet,resnet99"], "--architectures: unknown architecture(s) resnet99"),
+    (["--folds", "1"], "without --splits the run has one hold-out split, fold 0"),
+    (["--folds", "-1"], "--folds must be distinct non-negative integers"),
+])
+def test_cli_bad_flags_are_refused_before_the_phantom_is_rendered(tmp_path, capsys, monkeypatch,
+                                                                   extra, message):
+    rendered = []
+    monkeypatch.setattr(train, "_phantom_manifest", lambda *a: rendered.append(a))
+    assert train.main(["--study", "pgds", "--profile", "ci", "--out", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and not rendered and not any(tmp_path.iterdir())
 
 
 def test_bfloat16_precision_builds_compiles_and_steps():

@@ -38,7 +38,7 @@ NEW_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant"
                 "selection_split": "val", "transform": "minmax", "crop_min_area": 0.08,
                 "init_weights": None}
 # Recorded only when not at this default (so earlier records match), with the policy it chose.
-RECORDED_WHEN_SET = {"precision": "float32"}
+RECORDED_WHEN_SET = {"precision": "float32", "checkpoint_every": 1, "precise_bn_images": 2048}
 
 
 def schedule_config(**overrides) -> cfg.TrainConfig:
@@ -59,7 +59,10 @@ def train_schedule(run_dir: Path, manifest: Path, splits: Path, **overrides) -> 
 def _subprocess_main() -> None:
     """`python -c ...` entry of the kill/resume test: run_dir manifest splits."""
     run_dir, manifest, splits = (Path(a) for a in sys.argv[1:4])
-    train_schedule(run_dir, manifest, splits)
+    overrides = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+    if "epoch_grid" in overrides:
+        overrides["epoch_grid"] = tuple(overrides["epoch_grid"])
+    train_schedule(run_dir, manifest, splits, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +196,62 @@ def test_schedule_adamw_sigkill_then_resume_equals_uninterrupted(study, tmp_path
     np.testing.assert_allclose(logs[1][["loss", "val_loss"]], logs[0][["loss", "val_loss"]], rtol=0, atol=1e-6)
     selection = json.loads((tmp_path / "resumed" / train.SELECTION_FILE).read_text())
     assert "NOT an e-epoch run" in selection["note"] and selection["stopped_early"] is False
+
+
+def _model_outputs(path: Path, images: np.ndarray) -> np.ndarray:
+    import keras
+
+    return np.asarray(keras.models.load_model(path, compile=False)(images, training=False))
+
+
+def test_checkpoint_every_commits_less_often_and_is_the_same_run(study, tmp_path):
+    """Committing every 2 epochs: a kill loses the uncommitted epoch, the resumed run ends
+    with the weights, log and best-epoch model of an uninterrupted run committing every epoch
+    (the best epoch, 3, falls between commits at 2 and 4: its weights waited in memory)."""
+    manifest, splits = study
+    # Reference: commit every epoch (5 epochs at a constant, high rate: the validation loss is
+    # best at epoch 3, then rises).
+    recipe = {"schedule": "constant", "learning_rate": 1.0}
+    reference = train_schedule(tmp_path / "every1", manifest, splits, epoch_grid=(5,), **recipe)
+    assert reference.selected_epoch == 3
+    overrides = {"epoch_grid": [5], "checkpoint_every": 2, **recipe}
+    command = [sys.executable, "-c",
+               "from tests.test_train_schedule import _subprocess_main; _subprocess_main()",
+               str(tmp_path / "every2"), str(manifest), str(splits), json.dumps(overrides)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop(train.KILL_ENV, None)
+    killed = subprocess.run(command, cwd=REPO, env={**env, train.KILL_ENV: "4:2"},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    state = json.loads((tmp_path / "every2" / train.STATE_FILE).read_text())
+    # Epoch 3 finished but was not committed: the run resumes after epoch 2.
+    assert (state["epochs_completed"], state["checkpoint"]) == (2, "checkpoints/epoch_0002.keras")
+    assert len(pd.read_csv(tmp_path / "every2" / train.LOG_FILE)) == 2
+    resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming" in resumed.stderr and "after epoch 2" in resumed.stderr
+    final = "checkpoints/epoch_0005.keras"
+    assert max_weight_diff(tmp_path / "every1" / final, tmp_path / "every2" / final) <= WEIGHT_TOLERANCE
+    logs = [pd.read_csv(tmp_path / name / train.LOG_FILE) for name in ("every1", "every2")]
+    assert logs[1]["epoch"].tolist() == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(logs[1][["loss", "val_loss"]], logs[0][["loss", "val_loss"]],
+                               rtol=0, atol=1e-6)
+    selections = [json.loads((tmp_path / name / train.SELECTION_FILE).read_text())
+                  for name in ("every1", "every2")]
+    assert selections[1]["epoch"] == selections[0]["epoch"] == reference.selected_epoch
+    images = np.random.default_rng(0).random((3, 18, 20, 1), dtype=np.float32)
+    np.testing.assert_allclose(_model_outputs(tmp_path / "every2" / train.SELECTED_MODEL, images),
+                               _model_outputs(tmp_path / "every1" / train.SELECTED_MODEL, images),
+                               rtol=0, atol=1e-5)
+    # Only the last commit's checkpoint is kept.
+    assert sorted(p.name for p in (tmp_path / "every2" / "checkpoints").iterdir()) == ["epoch_0005.keras"]
+
+
+@pytest.mark.parametrize("field, value", [("checkpoint_every", 0), ("checkpoint_every", 1.5),
+                                          ("precise_bn_images", 0), ("precise_bn_images", True)])
+def test_operational_fields_must_be_positive_integers(field, value):
+    with pytest.raises(InputError, match="must be a positive integer"):
+        schedule_config(**{field: value})
 
 
 # ----------------------------------------------------------------------------- selection
