@@ -2,7 +2,8 @@
 
 Each writer goes to a temporary file in the destination's folder and is renamed into place
 (`os.replace` is atomic on one file system). `staged_dir` does the same for a whole output
-folder: it is built beside the destination and moved in only when complete.
+folder: it is built beside the destination and moved in only when complete. `folder_lock`
+keeps two processes out of one run or results folder at a time.
 """
 from __future__ import annotations
 
@@ -52,6 +53,50 @@ def check_folder_target(path: str | Path, flag: str) -> Path:
                 raise InputError(candidate, f"exists and is not a folder; choose another {flag}")
             break
     return path
+
+
+# Folders this process holds a lock on (resolved path -> depth): a lock is re-entrant within a
+# process (flock on a second descriptor of the same folder would refuse its own holder).
+_HELD_LOCKS: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if absent) while the block runs; a second
+    process asking for it is refused at once with one line (InputError, exit 2) rather than
+    writing beside the first. An flock on the folder itself: no lock file to leave behind or
+    commit, and the kernel releases it when the holder dies, SIGKILL included."""
+    import fcntl
+
+    from .errors import InputError
+
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    if key in _HELD_LOCKS:
+        _HELD_LOCKS[key] += 1
+        try:
+            yield folder
+        finally:
+            _HELD_LOCKS[key] -= 1
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(folder, f"this {what} folder is in use by another running command; "
+                             "wait for it to finish, or choose another folder") from None
+        _HELD_LOCKS[key] = 1
+        try:
+            yield folder
+        finally:
+            del _HELD_LOCKS[key]
+    finally:
+        os.close(descriptor)   # releases the lock
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()     # nothing was written: leave no empty folder behind
 
 
 def write_bytes(dest: str | Path, data: bytes) -> Path:

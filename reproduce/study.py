@@ -191,9 +191,18 @@ def context_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_cli(main_body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
             argv: Sequence[str] | None) -> int:
-    """Parse `argv`, run `main_body(args)`; bad input -> one stderr line and exit 2."""
+    """Parse `argv`, run `main_body(args)` holding the lock of its results folder (a second
+    command writing the same results is refused); bad input -> one stderr line and exit 2."""
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    return report_bad_input(lambda: main_body(args))
+
+    def locked() -> int:
+        results = getattr(args, "results", None)
+        if results is None:
+            return main_body(args)
+        with atomic.folder_lock(atomic.check_folder_target(results, "--results"), "results"):
+            return main_body(args)
+
+    return report_bad_input(locked)
 
 
 def run_steps(steps: Sequence[tuple[str, Callable[[], int]]], key: str,

@@ -778,93 +778,99 @@ def train_run(config: TrainConfig, train_table, val_table, class_names: Sequence
     chief, task_id = worker_identity(strategy)
     write_dir = run_dir if chief else run_dir / f".worker{task_id}"
 
-    if chief:
-        if force:
-            _reset_run_dir(run_dir)
-        write_run_json(run_dir, config.to_dict(), seed=config.seed, manifest=manifest, force=force,
-                       extra={"class_names": list(class_names), "n_train": len(train_table),
-                              "n_val": len(val_table), "train_class_counts": counts.tolist(),
-                              "class_weights": weights, "replicas": replicas,
-                              "global_batch": config.batch_size, "per_replica_batch": per_replica,
-                              **({"monitored_images": len(monitor_table),
-                                  "monitor": "label-free predictions of these images after every "
-                                             "epoch (monitor.csv); not read by training or "
-                                             "selection"} if monitor_table is not None else {}),
-                              **dict(extra_record or {})})
-    state = RunState.load(run_dir)
-    resumed_from = state.epochs_completed
-    if resumed_from >= config.max_epochs or state.stopped_early_at is not None:
-        epoch, val_loss, path = _finalize_selection(config, run_dir, state) if chief else (0, 0.0, run_dir)
-        return RunResult(run_dir, epoch, val_loss, path, 0, resumed_from, time.perf_counter() - started)
+    # One process per run folder: a second run into it is refused in one line (the chief only;
+    # multi-worker training's other workers write beside it, under .worker<k>).
+    lock = atomic.folder_lock(run_dir, "run") if chief else contextlib.nullcontext()
+    with lock:
+        if chief:
+            if force:
+                _reset_run_dir(run_dir)
+            write_run_json(run_dir, config.to_dict(), seed=config.seed, manifest=manifest, force=force,
+                           extra={"class_names": list(class_names), "n_train": len(train_table),
+                                  "n_val": len(val_table), "train_class_counts": counts.tolist(),
+                                  "class_weights": weights, "replicas": replicas,
+                                  "global_batch": config.batch_size, "per_replica_batch": per_replica,
+                                  **({"monitored_images": len(monitor_table),
+                                      "monitor": "label-free predictions of these images after every "
+                                                 "epoch (monitor.csv); not read by training or "
+                                                 "selection"} if monitor_table is not None else {}),
+                                  **dict(extra_record or {})})
+        state = RunState.load(run_dir)
+        resumed_from = state.epochs_completed
+        if resumed_from >= config.max_epochs or state.stopped_early_at is not None:
+            epoch, val_loss, path = (_finalize_selection(config, run_dir, state) if chief
+                                     else (0, 0.0, run_dir))
+            return RunResult(run_dir, epoch, val_loss, path, 0, resumed_from,
+                             time.perf_counter() - started)
 
-    on_the_fly = config.augment == "on_the_fly"
-    multiplicity = pipe.multiplicity_vector(class_names, config.multiplicity) if on_the_fly else None
-    images_per_epoch = len(pipe.expand_entries(train_table.labels, multiplicity))
-    steps_per_epoch = cfg.steps_per_epoch(images_per_epoch, config.batch_size)
-    with numerics(config):
-        with strategy.scope():
-            model = build_and_compile(config, num_classes, builder, steps_per_epoch=steps_per_epoch)
-            prebuild_training_variables(model, config, num_classes)
-            if state.checkpoint:
-                model.load_weights(run_dir / state.checkpoint)
-                restore_seed_generator_states(model, state.seed_states or [])
-        height, width, channels = input_shape_for(config)
-        spec = pipe.PipelineSpec(size_wh=(width, height), channels=channels, num_classes=num_classes,
-                                 labels_as_input=config.loss in ("arcface", "cosface"),
-                                 transform=config.transform,
-                                 rrc_scale=(config.crop_min_area, 1.0))
-        cached_train = cached_val = decoded_train = decoded_val = None
-        if config.cache == "memory":
-            cached_train = pipe.materialize(train_table, spec)
-            cached_val = pipe.materialize(val_table, spec)
-        elif config.cache == "decoded":
-            decoded_train = pipe.decode_frames(train_table, spec)
-            decoded_val = pipe.decode_frames(val_table, spec)
-            if decoded_train is None or decoded_val is None:
-                print(f"cache decoded: the frames exceed {pipe.DECODED_CACHE_LIMIT >> 20} MiB "
-                      "decoded; streaming them from disk instead", file=sys.stderr, flush=True)
-                decoded_train = decoded_val = None
-        train_ds, steps = pipe.train_dataset(
-            train_table, spec, batch_size=config.batch_size, seed=config.seed,
-            start_epoch=resumed_from, end_epoch=config.max_epochs, multiplicity=multiplicity,
-            augment=on_the_fly, sample_weights=weights, cached=cached_train,
-            decoded=decoded_train)
-        val_ds = pipe.eval_dataset(val_table, spec, batch_size=config.batch_size,
-                                   sample_weights=weights, cached=cached_val, decoded=decoded_val)
-        if steps != steps_per_epoch:  # the schedule was sized with steps_per_epoch
-            raise RuntimeError(f"the input pipeline has {steps} steps per epoch, "
-                               f"expected {steps_per_epoch}")
-        (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        _remove_stray_temp_files(write_dir)
-        monitor_ds = None
-        if monitor_table is not None and len(monitor_table) and chief:
-            monitor_spec = pipe.PipelineSpec(size_wh=(width, height), channels=channels,
-                                             num_classes=num_classes, transform=config.transform)
-            monitor_ds = pipe.eval_dataset(monitor_table, monitor_spec,
-                                           batch_size=config.batch_size, with_labels=False)
-            monitor_ds = _monitor_inputs(monitor_ds)
-        callbacks = _make_callbacks(config, write_dir, state, images_per_epoch, monitor_ds)
-        if config.precise_bn:
-            from reproduce.precise_bn import TrainingImages, precise_bn_callback
+        on_the_fly = config.augment == "on_the_fly"
+        multiplicity = pipe.multiplicity_vector(class_names, config.multiplicity) if on_the_fly else None
+        images_per_epoch = len(pipe.expand_entries(train_table.labels, multiplicity))
+        steps_per_epoch = cfg.steps_per_epoch(images_per_epoch, config.batch_size)
+        with numerics(config):
+            with strategy.scope():
+                model = build_and_compile(config, num_classes, builder, steps_per_epoch=steps_per_epoch)
+                prebuild_training_variables(model, config, num_classes)
+                if state.checkpoint:
+                    model.load_weights(run_dir / state.checkpoint)
+                    restore_seed_generator_states(model, state.seed_states or [])
+            height, width, channels = input_shape_for(config)
+            spec = pipe.PipelineSpec(size_wh=(width, height), channels=channels, num_classes=num_classes,
+                                     labels_as_input=config.loss in ("arcface", "cosface"),
+                                     transform=config.transform,
+                                     rrc_scale=(config.crop_min_area, 1.0))
+            cached_train = cached_val = decoded_train = decoded_val = None
+            if config.cache == "memory":
+                cached_train = pipe.materialize(train_table, spec)
+                cached_val = pipe.materialize(val_table, spec)
+            elif config.cache == "decoded":
+                decoded_train = pipe.decode_frames(train_table, spec)
+                decoded_val = pipe.decode_frames(val_table, spec)
+                if decoded_train is None or decoded_val is None:
+                    print(f"cache decoded: the frames exceed {pipe.DECODED_CACHE_LIMIT >> 20} MiB "
+                          "decoded; streaming them from disk instead", file=sys.stderr, flush=True)
+                    decoded_train = decoded_val = None
+            train_ds, steps = pipe.train_dataset(
+                train_table, spec, batch_size=config.batch_size, seed=config.seed,
+                start_epoch=resumed_from, end_epoch=config.max_epochs, multiplicity=multiplicity,
+                augment=on_the_fly, sample_weights=weights, cached=cached_train,
+                decoded=decoded_train)
+            val_ds = pipe.eval_dataset(val_table, spec, batch_size=config.batch_size,
+                                       sample_weights=weights, cached=cached_val, decoded=decoded_val)
+            if steps != steps_per_epoch:  # the schedule was sized with steps_per_epoch
+                raise RuntimeError(f"the input pipeline has {steps} steps per epoch, "
+                                   f"expected {steps_per_epoch}")
+            (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            _remove_stray_temp_files(write_dir)
+            monitor_ds = None
+            if monitor_table is not None and len(monitor_table) and chief:
+                monitor_spec = pipe.PipelineSpec(size_wh=(width, height), channels=channels,
+                                                 num_classes=num_classes, transform=config.transform)
+                monitor_ds = pipe.eval_dataset(monitor_table, monitor_spec,
+                                               batch_size=config.batch_size, with_labels=False)
+                monitor_ds = _monitor_inputs(monitor_ds)
+            callbacks = _make_callbacks(config, write_dir, state, images_per_epoch, monitor_ds)
+            if config.precise_bn:
+                from reproduce.precise_bn import TrainingImages, precise_bn_callback
 
-            # The training table's images, not augmented on the fly (with --augment offline the
-            # table holds the written copies too), never a validation image; decoded once, in
-            # batches of the per-replica size (the batch size BN normalises with in training).
-            recalibration = TrainingImages(train_table, spec, cached_train,
-                                           max_images=config.precise_bn_images)
-            callbacks.append(precise_bn_callback(lambda: recalibration.batches(per_replica)))
-        if resumed_from:
-            print(f"resuming {run_dir} after epoch {resumed_from}", file=sys.stderr, flush=True)
-        model.fit(train_ds, steps_per_epoch=steps, initial_epoch=resumed_from,
-                  epochs=config.max_epochs, validation_data=val_ds, callbacks=callbacks,
-                  verbose=verbose, shuffle=False)
-    trained = state.epochs_completed - resumed_from  # fewer than planned after an early stop
-    if not chief:
-        shutil.rmtree(write_dir, ignore_errors=True)
-        return RunResult(run_dir, 0, 0.0, run_dir, trained, resumed_from, time.perf_counter() - started)
-    epoch, val_loss, path = _finalize_selection(config, run_dir, state)
-    return RunResult(run_dir, epoch, val_loss, path, trained, resumed_from,
-                     time.perf_counter() - started)
+                # The training table's images, not augmented on the fly (with --augment offline the
+                # table holds the written copies too), never a validation image; decoded once, in
+                # batches of the per-replica size (the batch size BN normalises with in training).
+                recalibration = TrainingImages(train_table, spec, cached_train,
+                                               max_images=config.precise_bn_images)
+                callbacks.append(precise_bn_callback(lambda: recalibration.batches(per_replica)))
+            if resumed_from:
+                print(f"resuming {run_dir} after epoch {resumed_from}", file=sys.stderr, flush=True)
+            model.fit(train_ds, steps_per_epoch=steps, initial_epoch=resumed_from,
+                      epochs=config.max_epochs, validation_data=val_ds, callbacks=callbacks,
+                      verbose=verbose, shuffle=False)
+        trained = state.epochs_completed - resumed_from  # fewer than planned after an early stop
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+            return RunResult(run_dir, 0, 0.0, run_dir, trained, resumed_from, time.perf_counter() - started)
+        epoch, val_loss, path = _finalize_selection(config, run_dir, state)
+        return RunResult(run_dir, epoch, val_loss, path, trained, resumed_from,
+                         time.perf_counter() - started)
 
 
 # ----------------------------------------------------------------------------- data for a study
