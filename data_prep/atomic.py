@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -61,11 +61,13 @@ _HELD_LOCKS: dict[Path, int] = {}
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path, what: str) -> Iterator[Path]:
-    """Hold an exclusive lock on `folder` (created if absent) while the block runs; a second
-    process asking for it is refused at once with one line (InputError, exit 2) rather than
-    writing beside the first. An flock on the folder itself: no lock file to leave behind or
-    commit, and the kernel releases it when the holder dies, SIGKILL included."""
+def folder_lock(folder: str | Path, what: str, *, wait: bool = False,
+                on_wait: Callable[[], None] | None = None) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if absent) while the block runs. Another
+    process holding it: refused at once with one line (InputError, exit 2), or with `wait`
+    waited for (`on_wait()` called first, to say so). An flock on the folder itself: no lock
+    file to leave behind or commit, and the kernel releases it when the holder dies, SIGKILL
+    included. Re-entrant within a process."""
     import fcntl
 
     from .errors import InputError
@@ -86,8 +88,12 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[Path]:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InputError(folder, f"this {what} folder is in use by another running command; "
-                             "wait for it to finish, or choose another folder") from None
+            if not wait:
+                raise InputError(folder, f"this {what} folder is in use by another running "
+                                 "command; wait for it to finish, or choose another folder") from None
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         _HELD_LOCKS[key] = 1
         try:
             yield folder

@@ -46,7 +46,6 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -247,47 +246,15 @@ def say(ctx_or_key, message: str) -> None:
 
 # ----------------------------------------------------------------------------- locking
 
-_LOCK_DEPTH: dict[str, int] = {}
-_LOCK_HANDLES: dict[str, Any] = {}
-_LOCK_GUARD = threading.RLock()
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, study: str = "study") -> Iterator[None]:
-    """Exclusive lock on `path` across processes (fcntl.flock), re-entrant within a process."""
-    key = os.path.realpath(path)
-    with _LOCK_GUARD:
-        if _LOCK_DEPTH.get(key, 0):
-            _LOCK_DEPTH[key] += 1
-            try:
-                yield
-            finally:
-                _LOCK_DEPTH[key] -= 1
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no cross-process lock
-            fcntl = None
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                say(study, f"waiting for another process that holds {path} ...")
-                fcntl.flock(handle, fcntl.LOCK_EX)
-        _LOCK_DEPTH[key], _LOCK_HANDLES[key] = 1, handle
-        try:
-            yield
-        finally:
-            _LOCK_DEPTH[key] = 0
-            _LOCK_HANDLES.pop(key, None)
-            handle.close()  # releases the flock
+def _waiting_lock(folder: Path, what: str, study: str):
+    """folder_lock that waits for another process (saying so) instead of refusing."""
+    return atomic.folder_lock(folder, what, wait=True, on_wait=lambda: say(
+        study, f"waiting for another process that holds the {what} folder {folder} ..."))
 
 
 def study_lock(ctx: StudyContext):
-    """runs/<study>/<profile>/.lock: data preparation, training and prediction of one profile."""
-    return file_lock(ctx.study_dir / ".lock", ctx.study)
+    """runs/<study>/<profile>/: data preparation, training and prediction of one profile."""
+    return _waiting_lock(ctx.study_dir, "study work", ctx.study)
 
 
 # ----------------------------------------------------------------------------- data
@@ -973,10 +940,9 @@ def _update_run_json(ctx: StudyContext, name: str, written: Sequence[Path]) -> P
 
 
 def _results_lock(ctx: StudyContext):
-    """The results folder's run.json is shared by every target: serialise its updates (the
-    lock file lives in the runs folder, so results/ holds only results)."""
-    digest = hashlib.sha256(str(ctx.results_dir.absolute()).encode()).hexdigest()[:12]
-    return file_lock(ctx.runs_dir / ctx.study / f".results-{digest}.lock", ctx.study)
+    """The results folder's run.json is shared by every target: serialise its updates (an
+    flock on the folder itself, so results/ holds only results)."""
+    return _waiting_lock(ctx.results_dir, "results", ctx.study)
 
 
 def check_results_dir(ctx: StudyContext) -> None:

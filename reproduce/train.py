@@ -82,6 +82,7 @@ from reproduce.config import TrainConfig  # noqa: E402
 
 KILL_ENV = "REPRODUCE_TEST_KILL_AT"  # "epoch:batch" (1-based): SIGKILL self there (tests only)
 STATE_FILE = "state.json"
+PREVIOUS_STATE_FILE = "state.previous.json"
 LOG_FILE = "log.csv"
 SELECTION_FILE = "selection.json"
 SELECTED_MODEL = "selected.keras"
@@ -407,9 +408,34 @@ def worker_identity(strategy) -> tuple[bool, int]:
 # ----------------------------------------------------------------------------- state on disk
 
 
+def file_record(path: Path) -> dict[str, Any]:
+    """What a written file must still be when it is read back: its size and sha256."""
+    from data_prep.provenance import sha256_file
+
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def damage(path: Path, record: Mapping[str, Any] | None) -> str | None:
+    """Why `path` is not the file `record` describes (None: it is; with no record, only that it
+    exists). Size first: a truncated or empty file is named without hashing it."""
+    if not path.is_file():
+        return "is missing"
+    if not record:
+        return None
+    size = path.stat().st_size
+    if size != record["bytes"]:
+        return f"has {size} bytes where {record['bytes']} were written (truncated or replaced)"
+    if file_record(path)["sha256"] != record["sha256"]:
+        return "is not the file that was written (its sha256 differs)"
+    return None
+
+
 @dataclass
 class RunState:
-    """What `state.json` holds: the last completed epoch and everything to continue from it."""
+    """What `state.json` holds: the last committed epoch and everything to continue from it,
+    with the size and sha256 of every model file it names (`files`), so a damaged one is found
+    before it is loaded. The commit before it stays as `state.previous.json` with its own
+    checkpoint, to fall back to."""
 
     epochs_completed: int = 0
     checkpoint: str | None = None
@@ -418,21 +444,44 @@ class RunState:
     best_epoch: int | None = None
     best_val_loss: float | None = None
     stopped_early_at: int | None = None   # early stopping ended the run after this epoch
+    files: dict[str, dict[str, Any]] | None = None   # relative path -> file_record
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunState":
-        path = run_dir / STATE_FILE
-        if not path.exists():
-            return cls(history=[])
-        data = json.loads(path.read_text(encoding="utf-8"))
-        state = cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
-        state.history = state.history or []
-        if state.checkpoint and not (run_dir / state.checkpoint).exists():
-            raise InputError(path, f"names checkpoint {state.checkpoint}, which is missing; "
-                             "use --force to start this run again")
-        return state
+        """The newest commit whose state file parses and whose checkpoint is intact; a damaged
+        newer one is named on stderr and passed over. InputError when commits exist but none
+        is usable."""
+        problems = []
+        for name in (STATE_FILE, PREVIOUS_STATE_FILE):
+            path = run_dir / name
+            if not path.exists():
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                state = cls(**{k: data.get(k) for k in cls.__dataclass_fields__})
+            except (OSError, ValueError, TypeError, AttributeError) as err:
+                problems.append(f"{path} is damaged ({type(err).__name__})")
+                continue
+            state.history, state.files = state.history or [], state.files or {}
+            why = (damage(run_dir / state.checkpoint, state.files.get(state.checkpoint))
+                   if state.checkpoint else None)
+            if why:
+                problems.append(f"{run_dir / state.checkpoint} {why}")
+                continue
+            if problems:
+                print(f"warning: {'; '.join(problems)}: resuming from {path.name} (epoch "
+                      f"{state.epochs_completed}) instead", file=sys.stderr, flush=True)
+            return state
+        if problems:
+            raise InputError(run_dir, "no intact checkpoint to resume from: " + "; ".join(problems)
+                             + "; use --force to start this run again")
+        return cls(history=[], files={})
 
     def save(self, run_dir: Path) -> None:
+        """Commit: the current state.json becomes state.previous.json, then this state is
+        written (each step atomic)."""
+        if (run_dir / STATE_FILE).is_file():
+            _copy_atomic(run_dir / STATE_FILE, run_dir / PREVIOUS_STATE_FILE)
         atomic.write_json(run_dir / STATE_FILE, self.__dict__)
 
 
@@ -598,33 +647,44 @@ def _make_callbacks(config: TrainConfig, run_dir: Path, state: RunState, images_
                 self.model.stop_training = True
 
         def _commit(self, completed: int, row: dict, tick: float) -> None:
+            files = state.files
             checkpoint = f"checkpoints/epoch_{completed:04d}.keras"
             with atomic.atomic_path(run_dir / checkpoint) as tmp:
                 self.model.save(tmp)
+            files[checkpoint] = file_record(run_dir / checkpoint)
             if completed in grid:
-                _copy_atomic(run_dir / checkpoint, run_dir / f"snapshots/epoch_{completed:04d}.keras")
+                snapshot = f"snapshots/epoch_{completed:04d}.keras"
+                _copy_atomic(run_dir / checkpoint, run_dir / snapshot)
+                files[snapshot] = files[checkpoint]
             if self._pending_best is not None:
                 best_epoch, weights = self._pending_best
                 if best_epoch == completed:
                     _copy_atomic(run_dir / checkpoint, run_dir / BEST_EPOCH_MODEL)
+                    files[BEST_EPOCH_MODEL] = files[checkpoint]
                 else:   # an earlier epoch of this commit interval: its weights, saved as a model
                     current = self.model.get_weights()
                     self.model.set_weights(weights)
                     with atomic.atomic_path(run_dir / BEST_EPOCH_MODEL) as tmp:
                         self.model.save(tmp)
                     self.model.set_weights(current)
+                    files[BEST_EPOCH_MODEL] = file_record(run_dir / BEST_EPOCH_MODEL)
                 self._pending_best = None
             for epoch_done, probabilities in self._pending_monitor:
                 _write_monitor(run_dir, epoch_done, probabilities)
             self._pending_monitor = []
+            # Keep this commit's checkpoint and the previous one (state.previous.json's, to
+            # fall back to); older ones go.
             previous = state.checkpoint
             state.epochs_completed = completed
             state.checkpoint = checkpoint
             state.seed_states = [s.tolist() for s in seed_generator_states(self.model)]
             row["checkpoint_seconds"] = round(time.perf_counter() - tick, 4)
             state.save(run_dir)  # the commit point
-            if previous and previous != checkpoint:
-                (run_dir / previous).unlink(missing_ok=True)
+            for old in sorted((run_dir / "checkpoints").glob("epoch_*.keras")):
+                name = f"checkpoints/{old.name}"
+                if name not in (checkpoint, previous):
+                    old.unlink(missing_ok=True)
+                    files.pop(name, None)
 
     callbacks = [EpochRecorder()]
     kill_at = os.environ.get(KILL_ENV)
@@ -662,7 +722,8 @@ class RunResult:
 
 
 def _reset_run_dir(run_dir: Path) -> None:
-    for name in (STATE_FILE, LOG_FILE, SELECTION_FILE, SELECTED_MODEL, BEST_EPOCH_MODEL):
+    for name in (STATE_FILE, PREVIOUS_STATE_FILE, LOG_FILE, SELECTION_FILE, SELECTED_MODEL,
+                 BEST_EPOCH_MODEL):
         (run_dir / name).unlink(missing_ok=True)
     for name in ("checkpoints", "snapshots"):
         shutil.rmtree(run_dir / name, ignore_errors=True)
@@ -702,11 +763,34 @@ def selection_rule(config: TrainConfig) -> tuple[str, bool | None]:
     return f"{rule} (departure from {paper.source}: {paper.description})", True
 
 
+def _intact_selected_model(run_dir: Path) -> tuple[int, float, Path] | None:
+    """(epoch, val_loss, path) of a finished run's selected model when selection.json records
+    it and the file is still what was written; else None."""
+    try:
+        record = json.loads((run_dir / SELECTION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not record.get("model_file") or \
+            damage(run_dir / SELECTED_MODEL, record["model_file"]):
+        return None
+    return int(record["epoch"]), float(record["val_loss"]), run_dir / SELECTED_MODEL
+
+
 def _finalize_selection(config: TrainConfig, run_dir: Path, state: RunState) -> tuple[int, float, Path]:
     metric = config.selection_metric
     epoch, val_loss = select_epoch(state.history, config.epoch_grid, config.selection, metric)
     source = (run_dir / f"snapshots/epoch_{epoch:04d}.keras" if config.selection == "grid"
               else run_dir / BEST_EPOCH_MODEL)
+    why = damage(source, (state.files or {}).get(str(source.relative_to(run_dir))))
+    if why:
+        # Never copy a damaged file over a good selected model (it used to be).
+        kept = _intact_selected_model(run_dir)
+        if kept is not None:
+            print(f"warning: {source} {why}; keeping {run_dir / SELECTED_MODEL}, which is intact",
+                  file=sys.stderr, flush=True)
+            return kept
+        raise InputError(source, f"{why}: the selected model cannot be made from it; use "
+                         "--force to train this run again")
     _copy_atomic(source, run_dir / SELECTED_MODEL)
     rows = [r for r in state.history
             if config.selection == "best_epoch" or int(r["epoch"]) in set(config.epoch_grid)]
@@ -725,6 +809,7 @@ def _finalize_selection(config: TrainConfig, run_dir: Path, state: RunState) -> 
     if metric == "val_accuracy":
         record["val_accuracy"] = _val_accuracy(chosen)
         record["candidates_val_accuracy"] = {str(int(r["epoch"])): _val_accuracy(r) for r in rows}
+    record["model_file"] = file_record(run_dir / SELECTED_MODEL)
     record["epochs_completed"] = state.epochs_completed
     record["max_epochs"] = config.max_epochs
     record["early_stopping_patience"] = config.early_stopping_patience

@@ -95,3 +95,16 @@ def test_results_folder_of_a_running_study_command_is_refused(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith(f"error: {results}: this results folder "
                                                            "is in use")
     assert not (tmp_path / "runs").exists()   # refused before any work
+
+
+def test_waiting_lock_says_so_and_gets_the_folder_when_the_holder_ends(tmp_path):
+    folder = tmp_path / "runs" / "cns" / "ci"
+    holder = _hold(folder)
+    said = []
+
+    def end_holder_soon():
+        said.append("waiting")
+        holder.send_signal(signal.SIGKILL)
+
+    with atomic.folder_lock(folder, "study work", wait=True, on_wait=end_holder_soon):
+        assert said == ["waiting"] and holder.wait(timeout=30) == -9

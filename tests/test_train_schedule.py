@@ -243,8 +243,9 @@ def test_checkpoint_every_commits_less_often_and_is_the_same_run(study, tmp_path
     np.testing.assert_allclose(_model_outputs(tmp_path / "every2" / train.SELECTED_MODEL, images),
                                _model_outputs(tmp_path / "every1" / train.SELECTED_MODEL, images),
                                rtol=0, atol=1e-5)
-    # Only the last commit's checkpoint is kept.
-    assert sorted(p.name for p in (tmp_path / "every2" / "checkpoints").iterdir()) == ["epoch_0005.keras"]
+    # Only the last two commits' checkpoints are kept (the newest and the one to fall back to).
+    assert sorted(p.name for p in (tmp_path / "every2" / "checkpoints").iterdir()) == \
+        ["epoch_0004.keras", "epoch_0005.keras"]
 
 
 @pytest.mark.parametrize("field, value", [("checkpoint_every", 0), ("checkpoint_every", 1.5),
