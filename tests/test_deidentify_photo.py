@@ -219,6 +219,21 @@ def test_read_photo_applies_the_exif_orientation(planted):
     np.testing.assert_array_equal(png.pixels, np.rot90(stored_png, k=2))   # lossless: exact
 
 
+def test_grey_16_bit_photos_become_8_bit_rgb_and_dicom_is_refused(tmp_path):
+    from data_prep.io import ImageReadError, write_dicom_grayscale
+
+    grey16 = (np.arange(40 * 50).reshape(40, 50) * 32).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "g16.png"), grey16)
+    photo = read_photo(tmp_path / "g16.png")
+    assert photo.pixels.shape == (40, 50, 3) and photo.pixels.dtype == np.uint8
+    for channel in range(3):
+        np.testing.assert_array_equal(photo.pixels[:, :, channel],
+                                      np.round(grey16 / 257).astype(np.uint8))
+    write_dicom_grayscale(tmp_path / "frame.dcm", np.zeros((1, 16, 16), np.uint8))
+    with pytest.raises(ImageReadError, match="not a photo"):
+        read_photo(tmp_path / "frame.dcm")
+
+
 def test_deidentify_photo_cli_removes_every_planted_value(planted, tmp_path, capsys):
     out = tmp_path / "deid"
     assert data_prep_main(["deidentify-photo", "--manifest", str(planted / "manifest.csv"),

@@ -129,6 +129,16 @@ def test_a_tiny_face_is_face_too_small_and_the_flag_lowers_the_minimum(astronaut
     assert faces.detect_face(astronaut, min_face=200).status == "face_too_small"
 
 
+def test_a_large_photo_is_detected_on_a_downscaled_copy_in_its_own_pixels(astronaut):
+    """2048 px > DETECT_LONG_SIDE: detected at 1280 px, reported in the photo's pixels. At this
+    scale MTCNN also scores a patch of the spacesuit 0.90: counted in the reason, not a face."""
+    reference = faces.detect_face(astronaut)
+    report = faces.detect_face(cv2.resize(astronaut, (2048, 2048), interpolation=cv2.INTER_CUBIC))
+    assert report.status == "ok" and report.n_candidates == 2, report.reason
+    assert "1 other candidate ignored" in report.reason
+    np.testing.assert_allclose(report.points, reference.points * 4, atol=8)
+
+
 def test_detection_is_deterministic(camera):
     first, second = faces.detect_faces(camera), faces.detect_faces(camera)
     assert [f.box for f in first] == [f.box for f in second]
