@@ -13,14 +13,15 @@ import sys
 from .errors import report_bad_input
 
 # Order is the order `--help` lists them in.
-SUBCOMMAND_MODULES = ("manifest", "deidentify", "splits", "audit", "augment", "phantom")
+SUBCOMMAND_MODULES = ("manifest", "deidentify", "deidentify_photo", "faces", "splits", "audit",
+                      "augment", "phantom")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_prep",
-        description="Data layer: manifests, readers, de-identification, splits, leakage audit, "
-                    "augmentation and synthetic phantoms.")
+        description="Data layer: manifests, readers, de-identification, face detection and "
+                    "alignment, splits, leakage audit, augmentation and synthetic phantoms.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(f"data_prep.{name}").add_cli(subparsers)

@@ -20,7 +20,7 @@ from .errors import InputError
 
 _TRACKED_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf-keras-vis", "numpy", "scipy",
                      "scikit-learn", "statsmodels", "pandas", "opencv-python-headless",
-                     "pillow", "pydicom", "matplotlib", "imagehash")
+                     "pillow", "pydicom", "matplotlib", "imagehash", "mtcnn", "scikit-image")
 
 
 def library_versions() -> dict[str, str]:
