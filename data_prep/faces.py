@@ -29,7 +29,10 @@ Detection (`detect_faces`, `assess_faces`, `detect_face`)
                        face is upsampled before its points are found, and a 224 crop of it is
                        mostly interpolation;
       no_face          no candidate with confidence >= MIN_CONFIDENCE;
-      landmarks_given  the manifest's `landmarks` cell was used, no detection was run.
+      landmarks_given  the manifest's `landmarks` cell was used, no detection was run
+                       (`--landmarks prefer`, the default);
+      landmarks_fallback  detection found no usable face (the reason says why) and the
+                       manifest's landmarks were used instead (`--landmarks fallback`).
     Candidates below MIN_CONFIDENCE, and faces below the minimum size beside one that reaches
     it, do not change the status but are counted in the reason (`n_candidates`). Why 0.95 and
     not MTCNN's own 0.8 (or 0.90): the astronaut photo upscaled to 1280-2048 px shows a second
@@ -112,8 +115,15 @@ ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.025
 # Output size (pixels, square) -> template. 224 is the same face layout scaled by 2.
 TEMPLATES: dict[int, np.ndarray] = {112: ARCFACE_TEMPLATE_112, 224: ARCFACE_TEMPLATE_112 * 2.0}
 
-STATUSES = ("ok", "landmarks_given", "no_face", "several_faces", "face_too_small")
-ALIGNED_STATUSES = ("ok", "landmarks_given")
+STATUSES = ("ok", "landmarks_given", "landmarks_fallback", "no_face", "several_faces",
+            "face_too_small")
+ALIGNED_STATUSES = ("ok", "landmarks_given", "landmarks_fallback")
+# How the manifest's `landmarks` column is used: prefer = instead of detection where given;
+# fallback = detect, and use them only where detection finds no usable face (the phantom:
+# its drawn landmarks stand in where MTCNN fails, and the report counts how often);
+# ignore = always detect.
+LANDMARK_MODES = ("prefer", "fallback", "ignore")
+MASK_FOLDER = "masks"
 MIN_FACE_PX = 48          # shorter side of the box; ONet's input size (see module docstring)
 MIN_CONFIDENCE = 0.95     # a face counts (for ok and for several_faces) from this confidence
 DETECT_LONG_SIDE = 1280   # larger photos are detected on a copy downscaled to this long side
@@ -362,12 +372,30 @@ def _detection_row(number: int, report: DetectionReport, aligned_path: str) -> d
     }
 
 
+def _warp_mask(manifest: Path, number: int, cell: str, points: np.ndarray, size: int,
+               shape: tuple[int, ...]) -> np.ndarray:
+    """A truth mask (`mask_path` cell, relative to the manifest) brought into the aligned crop
+    by the photo's transform (nearest neighbour: it stays a mask)."""
+    path = manifest.parent / str(cell).replace("\\", "/")
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise InputError(manifest, f"cannot read the mask '{cell}'", row=number, column="mask_path")
+    if mask.shape != tuple(shape[:2]):
+        raise InputError(manifest, f"mask '{cell}' is {mask.shape[1]}x{mask.shape[0]}, its photo "
+                         f"{shape[1]}x{shape[0]}", row=number, column="mask_path")
+    transform = similarity_from_points(points, _template(size))
+    return cv2.warpAffine(mask, transform.params[:2].astype(np.float64), (size, size),
+                          flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def faces_from_manifest(manifest: str | Path, out: str | Path, *, size: int = 224,
                         min_face: float = MIN_FACE_PX, min_confidence: float = MIN_CONFIDENCE,
-                        force: bool = False, progress_every: int = 20,
+                        landmarks: str = "prefer", force: bool = False, progress_every: int = 20,
                         progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Detect, align and de-identify every photo of a manifest into `out` (see the module
-    docstring). Returns detections.csv as a DataFrame, one row per manifest row."""
+    docstring). `landmarks`: how the manifest's landmarks are used (LANDMARK_MODES). Truth
+    masks (`mask_path`, the phantom's) are warped with their photo into `masks/` and kept in
+    the aligned manifest. Returns detections.csv as a DataFrame, one row per manifest row."""
     from .manifest import load_manifest, write_manifest
     from .provenance import git_commit, library_versions
 
@@ -377,26 +405,41 @@ def faces_from_manifest(manifest: str | Path, out: str | Path, *, size: int = 22
         raise InputError(None, f"--min-face {min_face:g}: must be a positive number of pixels")
     if not 0 < min_confidence <= 1:
         raise InputError(None, f"--min-confidence {min_confidence:g}: must be in (0, 1]")
+    if landmarks not in LANDMARK_MODES:
+        raise InputError(None, f"--landmarks must be one of {', '.join(LANDMARK_MODES)}, "
+                         f"got {landmarks!r}")
     check_output_folder(out, manifest, force)
     frame = load_manifest(manifest)
     kept, dropped = contract_manifest(frame)
     columns_out = kept if "landmarks" in kept else [*kept, "landmarks"]  # aligned points, always
+    with_masks = "mask_path" in frame.columns
+    if with_masks:   # truth masks are not PHI: warped with their photo, not dropped
+        dropped = [c for c in dropped if c != "mask_path"]
+        columns_out = [*columns_out, "mask_path"]
     say = progress or (lambda message: print(message, file=sys.stderr, flush=True))
     given = frame["landmarks"] if "landmarks" in frame.columns else [None] * len(frame)
     rows, aligned_rows = [], []
     started = time.perf_counter()
     with atomic.staged_dir(out, overwrite=True) as stage:
-        for index, (source, landmarks) in enumerate(zip(frame["abs_path"], given)):
+        for index, (source, given_points) in enumerate(zip(frame["abs_path"], given)):
             number = index + 1
             photo = read_manifest_photo(manifest, number, source)
-            if landmarks is not None:
+            given_report = None
+            if given_points is not None and landmarks != "ignore":
                 try:
-                    report = landmarks_report(landmarks, photo.pixels.shape)
+                    given_report = landmarks_report(given_points, photo.pixels.shape)
                 except ValueError as err:
                     raise InputError(manifest, str(err), row=number, column="landmarks") from None
+            if given_report is not None and landmarks == "prefer":
+                report = given_report
             else:
                 report = detect_face(photo.pixels, min_face=min_face,
                                      min_confidence=min_confidence)
+                if not report.aligned and given_report is not None:
+                    report = dataclasses.replace(
+                        given_report, status="landmarks_fallback",
+                        reason=f"{report.reason}; the manifest's landmarks used instead",
+                        n_candidates=report.n_candidates)
             name = ""
             if report.aligned:
                 name = pseudonymous_name(number, FACE_FOLDER)
@@ -405,6 +448,16 @@ def faces_from_manifest(manifest: str | Path, out: str | Path, *, size: int = 22
                 record["image_path"] = name
                 record["landmarks"] = tuple(round(float(v), 2) for v in
                                             aligned_points(report.points, size).reshape(-1))
+                cell = frame.loc[index, "mask_path"] if with_masks else ""
+                if with_masks and isinstance(cell, str) and cell.strip():
+                    mask_name = pseudonymous_name(number, MASK_FOLDER)
+                    warped = _warp_mask(manifest, number, cell.strip(), report.points, size,
+                                        photo.pixels.shape)
+                    with atomic.atomic_path(stage / mask_name, suffix=".png") as tmp:
+                        cv2.imwrite(str(tmp), warped)
+                    record["mask_path"] = mask_name
+                elif with_masks:
+                    record["mask_path"] = ""
                 aligned_rows.append(record)
             rows.append(_detection_row(number, report, name))
             if progress_every and (number % progress_every == 0 or number == len(frame)):
@@ -422,6 +475,7 @@ def faces_from_manifest(manifest: str | Path, out: str | Path, *, size: int = 22
             "landmark_convention": "left/right as seen in the image (the child's right eye is "
                                    "left_eye)",
             "min_face_px": min_face, "min_confidence": min_confidence,
+            "landmarks_mode": landmarks,
             "mtcnn_settings": _MTCNN_SETTINGS, "detect_long_side": DETECT_LONG_SIDE,
             "counts": counts, "n_photos": len(detections), "n_aligned": len(aligned_rows),
             "columns_kept": kept, "columns_dropped": dropped,
@@ -457,6 +511,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
                         help=f"MTCNN confidence from which a detection counts as a face, for ok "
                              f"and for several_faces (default {MIN_CONFIDENCE})")
+    parser.add_argument("--landmarks", choices=LANDMARK_MODES, default="prefer",
+                        help="the manifest's landmarks column: prefer (use it instead of "
+                             "detection where given; default), fallback (detect, use it only "
+                             "where no usable face is found: status landmarks_fallback), or "
+                             "ignore (always detect)")
     parser.add_argument("--force", action="store_true",
                         help="replace --out if it exists and is not empty")
     parser.add_argument("--progress-every", type=int, default=20,
@@ -470,7 +529,8 @@ def _run(args: argparse.Namespace) -> int:
     io.apply_max_pixels(args)
     detections = faces_from_manifest(args.manifest, args.out, size=args.size,
                                      min_face=args.min_face,
-                                     min_confidence=args.min_confidence, force=args.force,
+                                     min_confidence=args.min_confidence,
+                                     landmarks=args.landmarks, force=args.force,
                                      progress_every=args.progress_every)
     counts = detections["status"].value_counts()
     failed = detections[~detections["status"].isin(ALIGNED_STATUSES)]

@@ -37,7 +37,7 @@ SELECTION_METRICS = ("val_loss", "val_accuracy")
 # table): "test_fold" is the CNS authors' protocol (best epoch by accuracy on the held-out test
 # patient), which reads the test labels and so inflates the test figures.
 SELECTION_SPLITS = ("val", "test_fold")
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "warmup_cosine")
 LOSSES = ("bce", "weighted_ce", "arcface", "cosface")
 AUGMENT_MODES = ("none", "offline", "on_the_fly")
@@ -239,7 +239,8 @@ class TrainConfig:
     R replicas gets batch_size / R images (`per_replica_batch`), so the optimisation is the
     same whatever the number of devices.
 
-    Optimiser: `optimizer` "adam" (keras Adam, Tang 2023) or "adamw" (keras AdamW: decoupled
+    Optimiser: `optimizer` "adam" (keras Adam, Tang 2023), "rmsprop" (keras RMSprop, rho 0.9,
+    Hong 2021 names RMSProp and nothing else) or "adamw" (keras AdamW: decoupled
     weight decay, each step w <- w - learning_rate * weight_decay * w on every trainable
     variable, then the Adam update; Qi 2025). `weight_decay` is AdamW's only (Adam's weight
     penalty is `l2`). `l2=None` means the architecture's default L2 regulariser under Adam and

@@ -26,12 +26,13 @@ it) and writes, per run, under `runs/<study>/<profile>/<architecture>/fold<k>/`:
   (order and augmentation are pure functions of (seed, epoch, image); see
   reproduce.input_pipeline), having redone at most checkpoint_every - 1 epochs.
 
-Optimiser: `--optimizer adam` (Tang 2023) or `adamw` (decoupled weight decay `--weight-decay`;
-no L2 kernel regulariser unless `--l2` asks for one), at a constant rate or `--schedule
-warmup_cosine` (`WarmupCosine`: per-step linear warm-up over `--warmup-epochs`, then cosine to 0
-at the last epoch; serialisable, so checkpoints reload and a resumed run continues the same
-schedule from the optimizer's step counter). log.csv's learning_rate is the rate of each epoch's
-last step. Loading a checkpoint WITH its optimizer (compile=True) in a fresh process needs
+Optimiser: `--optimizer adam` (Tang 2023), `rmsprop` (Hong 2021) or `adamw` (decoupled weight
+decay `--weight-decay`; no L2 kernel regulariser unless `--l2` asks for one), at a constant rate
+or `--schedule warmup_cosine` (`WarmupCosine`: per-step linear warm-up over `--warmup-epochs`,
+then cosine to 0 at the last epoch; serialisable, so checkpoints reload and a resumed run
+continues the same schedule from the optimizer's step counter). log.csv's learning_rate is the
+rate of each epoch's last step. Loading a checkpoint WITH its optimizer (compile=True) in a
+fresh process needs
 `register_serializables()` (or `reproduce.train.WarmupCosine`) first; compile=False does not.
 
 Losses: `bce` (keras BinaryCrossentropy on one-hot labels and a 2-unit softmax, as the
@@ -213,12 +214,15 @@ def learning_rate_for(config: TrainConfig, steps_per_epoch: int | None = None):
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int | None = None):
-    """keras Adam (as before), or AdamW with the config's decoupled weight decay."""
+    """keras Adam (as before), AdamW with the config's decoupled weight decay, or RMSprop
+    (Keras defaults: rho 0.9, no momentum; Hong 2021 gives no settings)."""
     import keras
 
     learning_rate = learning_rate_for(config, steps_per_epoch)
     if config.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=config.weight_decay)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=learning_rate)
     return keras.optimizers.Adam(learning_rate=learning_rate)
 
 

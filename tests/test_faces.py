@@ -2,6 +2,7 @@
 public photos that scikit-image ships (astronaut, camera, the LFW subset)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -263,3 +264,31 @@ def test_faces_cli_refuses_bad_input_in_one_line(photo_folder, tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_info:
         data_prep_main(["faces", "--manifest", str(manifest), "--out", str(out), "--size", "100"])
     assert exit_info.value.code == 2
+
+
+def test_faces_landmarks_fallback_and_masks_warped_with_their_photo(photo_folder, tmp_path, capsys):
+    """--landmarks fallback: the astronaut is still detected; the grey frame with landmarks
+    falls back to them (status landmarks_fallback, the detector's reason kept); the frame
+    with neither has no face. Truth masks move with their photo (nearest neighbour)."""
+    frame = pd.read_csv(photo_folder / "manifest.csv", dtype=str, keep_default_na=False)
+    mask = np.zeros((200, 240), np.uint8)
+    cv2.rectangle(mask, (75, 85), (85, 95), 255, -1)   # around the given left eye (80, 90)
+    cv2.imwrite(str(photo_folder / "mask3.png"), mask)
+    frame["mask_path"] = ["", "", "mask3.png"]
+    frame.to_csv(photo_folder / "manifest.csv", index=False)
+    out = tmp_path / "out"
+    code = data_prep_main(["faces", "--manifest", str(photo_folder / "manifest.csv"), "--out",
+                           str(out), "--size", "112", "--landmarks", "fallback"])
+    assert code == 1, capsys.readouterr().err
+    detections = pd.read_csv(out / "detections.csv", dtype=str, keep_default_na=False)
+    assert list(detections["status"]) == ["ok", "no_face", "landmarks_fallback"]
+    assert "no face with confidence" in detections["reason"][2]
+    assert "manifest's landmarks used instead" in detections["reason"][2]
+    manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    assert list(manifest["mask_path"]) == ["", "masks/000003.png"]
+    warped = cv2.imread(str(out / "masks" / "000003.png"), cv2.IMREAD_GRAYSCALE)
+    assert warped.shape == (112, 112) and set(np.unique(warped)) <= {0, 255}
+    ys, xs = np.nonzero(warped)
+    left_eye = faces.TEMPLATES[112][0]
+    assert abs(xs.mean() - left_eye[0]) < 2 and abs(ys.mean() - left_eye[1]) < 2
+    assert json.loads((out / "faces_report.json").read_text())["landmarks_mode"] == "fallback"
