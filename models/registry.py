@@ -130,7 +130,7 @@ def gradcam_layer(name: str, *, stages_before_last: int = 0, **options) -> str:
 
     `stages_before_last=k` (ResNets and VGGs): the output of the k-th stage before the last,
     a map 2**k times finer (pgds_resnet, k=1 -> stage4_block1_preact_relu, the activated
-    stage-3 output; vgg16, k=1 -> block4_conv3_relu)."""
+    stage-3 output; vgg16, k=1 -> block4_conv3_relu; vgg16_face, k=1 -> conv4_3_relu)."""
     opts = _resolved(name, options)
     if name in ("resnet18", "resnet34", "pgds_resnet"):
         depth = 34 if name == "resnet34" else 18
@@ -140,10 +140,10 @@ def gradcam_layer(name: str, *, stages_before_last: int = 0, **options) -> str:
                                          stage=stages - stages_before_last)
     if name in ("vgg16", "vgg19"):
         return vgg.gradcam_layer_name(int(name[3:]), stage=5 - stages_before_last)
+    if name == "vgg16_face":
+        return vgg_face.gradcam_layer_name(stage=5 - stages_before_last)
     if stages_before_last:
         raise ValueError(f"stages_before_last is supported for ResNets and VGGs, not {name}")
-    if name == "vgg16_face":
-        return vgg_face.GRADCAM_LAYER
     return iresnet.gradcam_layer_name(opts.get("blocks", iresnet.BLOCKS_100))
 
 

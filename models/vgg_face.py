@@ -38,6 +38,13 @@ CONVS_PER_BLOCK = (2, 2, 3, 3, 3)
 GRADCAM_LAYER = "conv5_3_relu"
 
 
+def gradcam_layer_name(stage: int = 5) -> str:
+    """The activated last conv of block `stage` (1-5): conv5_3_relu, conv4_3_relu, ..."""
+    if not 1 <= stage <= len(CONVS_PER_BLOCK):
+        raise ValueError(f"vgg16_face has blocks 1-{len(CONVS_PER_BLOCK)}, got {stage}")
+    return f"conv{stage}_{CONVS_PER_BLOCK[stage - 1]}_relu"
+
+
 def build_vgg16_face(input_shape: tuple[int, int, int] = (224, 224, 3), num_classes: int = 2, *,
                      batch_norm: bool = True, l2: float = 0.0, dropout: float = 0.5,
                      head: str = "softmax", width: int = 64, final_activation_dtype: str = "float32",

@@ -58,6 +58,15 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("cns", "seeds"): Target("reproduce.cns.seeds", (), "the study over several seeds "
                              "(--seeds 0,1,2) and seed_spread.csv: mean, SD, expected range"),
     ("cns", "all"): Target("reproduce.cns.all", (), "train once, then every CNS table and figure"),
+    ("gs_vgg16", "train"): Target("reproduce.gs_vgg16.train", (), "train the face VGG-16 (Hong "
+                                  "2021) on each of the five folds (--shard i/n)"),
+    ("gs_vgg16", "tables"): Target("reproduce.gs_vgg16.tables", (), "Hong 2021 Table 2 (mean +- "
+                                   "SD over folds, paediatricians) and Figure 4 (ROC, CI band)"),
+    ("gs_vgg16", "heatmaps"): Target("reproduce.gs_vgg16.heatmaps", (), "Hong 2021 Figure 3: "
+                                     "Grad-CAM per syndrome, pointing game and energy inside "
+                                     "the truth masks"),
+    ("gs_vgg16", "all"): Target("reproduce.gs_vgg16.all", (), "train once, then every Hong 2021 "
+                                "table and figure"),
 }
 
 # Jobs that are not one study's target: `python -m reproduce all` (what ./run_all.sh runs) and

@@ -44,8 +44,9 @@ AUGMENT_MODES = ("none", "offline", "on_the_fly")
 CACHE_MODES = ("none", "memory", "decoded")
 # How frames become model input (reproduce.input_pipeline.TRANSFORMS, kept equal by a test):
 # minmax = Tang 2023's code (resize, per-image min-max); imagenet = Qi 2025's code
-# (RandomResizedCrop + flip for training, Resize + CenterCrop for evaluation, ImageNet mean/SD).
-TRANSFORMS = ("minmax", "imagenet")
+# (RandomResizedCrop + flip for training, Resize + CenterCrop for evaluation, ImageNet mean/SD);
+# face = Hong 2021 (rotation + RandomResizedCrop + flip of aligned faces, [0, 1] levels).
+TRANSFORMS = ("minmax", "imagenet", "face")
 STRATEGIES = ("none", "mirrored", "multiworker")
 # CPU compute precision: float32, Keras mixed_bfloat16, or auto = bf16 only where the CPU lists
 # bf16 instructions (`cpu_bf16_flags`). GPU mixed_float16 is `mixed_precision`, apart.
@@ -226,8 +227,35 @@ STUDIES: dict[str, Study] = {
         key="ps_face", architectures=("iresnet100",), loss="cosface", labels=None, multiplicity=None,
         note="Shen 2024: ResNet-100 with an ArcFace or CosFace margin head (CosFace was best)"),
     "gs_vgg16": Study(
-        key="gs_vgg16", architectures=("vgg16_face",), loss="bce", labels=None, multiplicity=None,
-        note="Hong 2021: VGG-16, genetic syndrome vs healthy"),
+        key="gs_vgg16", architectures=("vgg16_face",), loss="bce", labels=("healthy", "syndrome"),
+        multiplicity=None,
+        note="Hong 2021: face VGG-16 (fully connected layers as convolutions, BN, 50 % dropout), "
+             "2-unit softmax, RMSProp, random rotation / crop / flip",
+        paper_selection=PaperSelection(
+            source="Hong 2021 (silent; read as the smallest validation loss)",
+            selection="best_epoch", selection_metric="val_loss", selection_split="val",
+            early_stopping_patience=None,
+            description="the epoch with the smallest loss on the validation fifth (3:1:1)"),
+        train_overrides={
+            # Hong 2021 gives the optimiser (RMSProp), the input (224x224x3 aligned faces) and
+            # the augmentation (rotation, crop, flip) but no rate, batch or epochs: RMSProp
+            # 1e-4 (a fine-tuning rate), batch 32, 50 epochs, the best epoch by validation loss.
+            "paper": dict(size_wh=(224, 224), channels=3, transform="face", augment="on_the_fly",
+                          crop_min_area=0.8, optimizer="rmsprop", learning_rate=1e-4,
+                          epoch_grid=(50,), batch_size=32, selection="best_epoch",
+                          selection_metric="val_loss", precise_bn=False),
+            # CPU budget: 96x96 aligned faces, VGG-16 at width 8 (fc6/fc7 512 wide), from
+            # scratch, RMSProp 1e-3, 40 epochs at batch 16, BN statistics re-estimated.
+            "default": dict(size_wh=(96, 96), channels=3, width=8, transform="face",
+                            augment="on_the_fly", crop_min_area=0.8, cache="decoded",
+                            optimizer="rmsprop", learning_rate=1e-3, epoch_grid=(40,),
+                            batch_size=16, selection="best_epoch", selection_metric="val_loss",
+                            precise_bn=True, precise_bn_images=256, checkpoint_every=5),
+            "ci": dict(size_wh=(48, 48), channels=3, width=2, transform="face",
+                       augment="on_the_fly", crop_min_area=0.8, optimizer="rmsprop",
+                       learning_rate=1e-3, epoch_grid=(3,), batch_size=8, selection="best_epoch",
+                       selection_metric="val_loss", precise_bn=True),
+        }),
 }
 
 
@@ -256,7 +284,8 @@ class TrainConfig:
     `selection_split` "val" | "test_fold" only records where the validation images came from
     (the caller passes that table).
 
-    Input: `transform` "minmax" (Tang 2023) or "imagenet" (Qi 2025: RandomResizedCrop with area
+    Input: `transform` "minmax" (Tang 2023), "face" (Hong 2021: reproduce.input_pipeline) or
+    "imagenet" (Qi 2025: RandomResizedCrop with area
     `crop_min_area`-100 % and a horizontal flip when `augment` is "on_the_fly", Resize +
     CenterCrop for evaluation, ImageNet mean/SD). `init_weights`: a weights file the user named
     (models.weights.load_weights_file, matched by layer name; the classifier keeps its initial
@@ -445,9 +474,10 @@ def make_config(study: str, architecture: str, profile: str, **overrides: Any) -
     if values.get("augment") == "offline" and values.get("multiplicity") is None:
         raise InputError(None, f"study {study} has no augmentation multiplicity; use --augment none")
     if (values.get("augment") == "on_the_fly" and values.get("multiplicity") is None
-            and values.get("transform", "minmax") != "imagenet"):
+            and values.get("transform", "minmax") == "minmax"):
         raise InputError(None, f"study {study} has no augmentation multiplicity; use --augment "
-                         "none (or --transform imagenet: RandomResizedCrop + flip of every image)")
+                         "none (or --transform imagenet or face: random crops and flips of every "
+                         "image)")
     return TrainConfig(**values)
 
 

@@ -235,7 +235,10 @@ def _augment_numpy(image: np.ndarray, seed: np.int64, epoch: np.int64, entry: np
 # ----------------------------------------------------------------------------- datasets
 
 
-TRANSFORMS = ("minmax", "imagenet")
+TRANSFORMS = ("minmax", "imagenet", "face")
+# Hong 2021 augments aligned faces by "randomly rotating, cropping or horizontally flipping";
+# the angle is not given: +-10 degrees keeps the eyes level enough for the template's layout.
+FACE_ROTATION_DEG = 10.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RRC_SCALE, RRC_RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
@@ -250,7 +253,11 @@ class PipelineSpec:
     RandomResizedCrop (area 8-100 %, aspect 3/4-4/3) and a horizontal flip, evaluation images
     resized so the shorter side is 256/224 of the input's and centre-cropped; then levels / 255,
     grey tiled to the channels, and ImageNet's per-channel mean and SD. `rrc_scale` narrows
-    the crop's area range (a profile may keep more of small frames).
+    the crop's area range (a profile may keep more of small frames). "face" (Hong 2021, for
+    aligned face crops): training images rotated by up to +-FACE_ROTATION_DEG (reflected at
+    the border), then RandomResizedCrop (area `rrc_scale`) and a horizontal flip; evaluation
+    images resized whole (an aligned crop has nothing to cut away); then levels / full scale
+    (Hong feeds [0, 1] images), grey tiled to the channels.
     """
 
     size_wh: tuple[int, int]
@@ -278,11 +285,38 @@ def imagenet_normalize(levels: tf.Tensor, channels: int) -> tf.Tensor:
     return (tiled - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
+def unit_levels(levels: tf.Tensor, channels: int) -> tf.Tensor:
+    """[H, W] grey levels (8- or 16-bit scale) -> [H, W, channels] in [0, 1], grey tiled."""
+    full_scale = tf.where(tf.reduce_max(levels) > 255.0, 65535.0, 255.0)
+    return tf.stack([levels / full_scale] * channels, axis=-1)
+
+
 def eval_transform(gray: tf.Tensor, spec: "PipelineSpec") -> tf.Tensor:
     """An unaugmented frame as model input under the spec's transform."""
     if spec.transform == "imagenet":
         return imagenet_normalize(resize_center_crop(gray, spec.size_wh), spec.channels)
+    if spec.transform == "face":
+        width, height = spec.size_wh
+        resized = tf.image.resize(gray[..., None], (height, width), method="bilinear",
+                                  antialias=False)[..., 0]
+        return unit_levels(tf.ensure_shape(resized, [height, width]), spec.channels)
     return resize_minmax(gray, spec.size_wh, spec.channels)
+
+
+def random_rotation(gray: tf.Tensor, seed: tf.Tensor, max_degrees: float) -> tf.Tensor:
+    """[H, W] rotated about its centre by a uniform angle in +-max_degrees drawn from a
+    stateless seed (bilinear, reflected at the border: no black corners on a face)."""
+    angle = (tf.random.stateless_uniform([], seed=seed) * 2.0 - 1.0) * (max_degrees * np.pi / 180.0)
+    shape = tf.cast(tf.shape(gray), tf.float32)
+    cy, cx = (shape[0] - 1.0) / 2.0, (shape[1] - 1.0) / 2.0
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    # Output pixel (x, y) reads input (cos(x-cx) + sin(y-cy) + cx, -sin(x-cx) + cos(y-cy) + cy).
+    transform = tf.stack([cos, sin, cx - cos * cx - sin * cy,
+                          -sin, cos, cy + sin * cx - cos * cy, 0.0, 0.0])[None]
+    rotated = tf.raw_ops.ImageProjectiveTransformV3(
+        images=gray[None, ..., None], transforms=transform, output_shape=tf.shape(gray),
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+    return rotated[0, ..., 0]
 
 
 def resize_center_crop(gray: tf.Tensor, size_wh: tuple[int, int]) -> tf.Tensor:
@@ -417,6 +451,15 @@ def _image_fn(table: ImageTable, spec: PipelineSpec, cached: np.ndarray | None,
 
     def image(epoch: tf.Tensor, entry: tf.Tensor) -> tf.Tensor:
         gray = load(tf.gather(source, entry))
+        if spec.transform == "face":
+            if augment:
+                crop_seed = tf.stack([tf.constant(seed, tf.int64),
+                                      tf.cast(epoch, tf.int64) * 1_000_003 + tf.cast(entry, tf.int64)])
+                turned = random_rotation(gray, crop_seed + tf.constant([0, 7], tf.int64),
+                                         FACE_ROTATION_DEG)
+                framed = random_resized_crop(turned, spec.size_wh, crop_seed, spec.rrc_scale)
+                return unit_levels(framed, spec.channels)
+            return eval_transform(gray, spec)
         if spec.transform == "imagenet":
             if augment:
                 crop_seed = tf.stack([tf.constant(seed, tf.int64),

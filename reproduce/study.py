@@ -102,6 +102,12 @@ class StudySpec:
     # so a test-fold selection (the CNS authors' protocol) can be shown beside the honest one
     # from the same training runs. Nothing in training or in its selection reads them.
     monitor_test_fold: bool = False
+    # What the images are: "ultrasound" (de-identified by blanking outside the scan sector,
+    # data_prep.deidentify) or "face" (photos: MTCNN detection and alignment to the ArcFace
+    # template at `aligned_size[profile]`, pixels only, data_prep.faces; the phantom's drawn
+    # landmarks stand in where MTCNN finds no usable face, and the report says how often).
+    images: str = "ultrasound"
+    aligned_size: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def manifest_labels(self) -> tuple[str, ...]:
@@ -319,12 +325,7 @@ def _prepare(ctx: StudyContext) -> None:
             phantom.generate_phantom(ctx.spec.phantom, ctx.profile, raw, seed=ctx.seed, force=True)
             shutil.rmtree(deid, ignore_errors=True)
         if not _deidentified_complete(ctx, deid):
-            from data_prep.deidentify import deidentify_folder
-
-            say(ctx, f"de-identifying the phantom into {deid}")
-            deidentify_folder(None, deid, manifest=raw / "manifest.csv", force=True,
-                              crop=ctx.spec.crop_to_sector, progress_every=200,
-                              progress=lambda message: say(ctx, message))
+            _deidentify_phantom(ctx, raw, deid)
     source = manifest_path(ctx)
     manifest = _load_manifest(ctx, source)
     splits, split_info = ctx.spec.splitter(ctx, manifest)
@@ -375,6 +376,29 @@ def _prepare(ctx: StudyContext) -> None:
         "audit_summary": report.summary()})
 
 
+def _deidentify_phantom(ctx: StudyContext, raw: Path, deid: Path) -> None:
+    """The raw phantom (fake PHI) -> the de-identified copy that is trained on."""
+    if ctx.spec.images == "face":
+        from data_prep.faces import faces_from_manifest
+
+        size = ctx.spec.aligned_size[ctx.profile]
+        say(ctx, f"detecting, aligning ({size}x{size}) and de-identifying the phantom's faces "
+                 f"into {deid}")
+        detections = faces_from_manifest(raw / "manifest.csv", deid, size=size,
+                                         landmarks="fallback", force=True, progress_every=100,
+                                         progress=lambda message: say(ctx, message))
+        counts = detections["status"].value_counts().to_dict()
+        say(ctx, f"MTCNN found the face in {counts.get('ok', 0)}/{len(detections)} phantom "
+                 f"photos; the drawn landmarks stood in for {counts.get('landmarks_fallback', 0)}")
+        return
+    from data_prep.deidentify import deidentify_folder
+
+    say(ctx, f"de-identifying the phantom into {deid}")
+    deidentify_folder(None, deid, manifest=raw / "manifest.csv", force=True,
+                      crop=ctx.spec.crop_to_sector, progress_every=200,
+                      progress=lambda message: say(ctx, message))
+
+
 def _phantom_seed(raw: Path) -> int | None:
     """The seed of the phantom in `raw` (its run.json), None when there is none."""
     try:
@@ -401,6 +425,17 @@ def _phantom_matches_profile(ctx: StudyContext, raw: Path) -> bool:
 def _deidentified_complete(ctx: StudyContext, deid: Path) -> bool:
     """Whether `deid` holds a complete de-identified copy (cropped, when the spec crops)."""
     from data_prep.deidentify import REPORT_CSV
+
+    if ctx.spec.images == "face":
+        from data_prep.faces import REPORT_JSON
+
+        try:
+            report = json.loads((deid / REPORT_JSON).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return ((deid / "manifest.csv").is_file()
+                and report.get("size") == ctx.spec.aligned_size[ctx.profile]
+                and report.get("n_aligned") == report.get("n_photos"))
 
     try:
         report = pd.read_csv(deid / REPORT_CSV)
@@ -807,6 +842,9 @@ def prediction_frame(spec: StudySpec, manifest: pd.DataFrame, splits: pd.DataFra
                        if "center" in manifest.columns else "")
     frame["plane"] = (manifest["plane"].astype(str).to_numpy()
                       if "plane" in manifest.columns else "")
+    frame["age_months"] = (manifest["age_months"].to_numpy()
+                           if "age_months" in manifest.columns else np.nan)
+    frame["sex"] = manifest["sex"].astype(str).to_numpy() if "sex" in manifest.columns else ""
     if "mask_path" in manifest.columns:
         frame["mask_path"] = [str(root / value) if value else ""
                               for value in manifest["mask_path"].fillna("").astype(str)]
@@ -818,12 +856,15 @@ def prediction_frame(spec: StudySpec, manifest: pd.DataFrame, splits: pd.DataFra
 def read_predictions(ctx: StudyContext, path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"image_path": str, "abs_path": str, "case_id": str,
                                      "label": str, "subtype": str, "split": str, "mask_path": str,
-                                     "center": str, "plane": str},
-                        keep_default_na=False, na_values={"gestational_week": [""]})
+                                     "center": str, "plane": str, "sex": str},
+                        keep_default_na=False,
+                        na_values={"gestational_week": [""], "age_months": [""]})
     frame["mask_path"] = frame["mask_path"].fillna("").astype(str)
     frame["y_true"] = frame["y_true"].astype(int)
     frame["score"] = frame["score"].astype(float)
-    frame["gestational_week"] = pd.to_numeric(frame["gestational_week"], errors="coerce")
+    for column in ("gestational_week", "age_months"):
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 
 
