@@ -73,7 +73,8 @@ TARGETS: dict[tuple[str, str], Target] = {
 # `python -m reproduce compare DIR_A DIR_B`.
 JOBS: dict[str, Target] = {
     "all": Target("reproduce.all", (), "every study's tables and figures with progress and "
-                  "ETA, then results/README.md (what ./run_all.sh runs: pgds; --studies pgds,cns adds cns)"),
+                  "ETA, then results/README.md (what ./run_all.sh runs: pgds, cns, gs_vgg16; --studies "
+                  "chooses)"),
     "compare": Target("reproduce.compare", (), "compare two results folders metric by metric; "
                       "exit 1 where a difference exceeds its tolerance; --expect: judge a fresh "
                       "run against the committed spread over seeds"),

@@ -29,7 +29,8 @@ from data_prep.errors import InputError, report_bad_input
 PROFILE_NAMES = ("ci", "default", "paper")
 # study -> (module with TARGETS and run_targets, the results table that leads its section)
 STUDIES: dict[str, tuple[str, str]] = {"pgds": ("reproduce.pgds.all", "table1"),
-                                       "cns": ("reproduce.cns.all", "accuracy")}
+                                       "cns": ("reproduce.cns.all", "accuracy"),
+                                       "gs_vgg16": ("reproduce.gs_vgg16.all", "table2")}
 # Seconds per step measured on the 2-core CPU (fresh clone, nothing else running), used for the
 # ETA when no earlier timings.csv of the same profile exists.
 EXPECTED_SECONDS = {
@@ -39,10 +40,13 @@ EXPECTED_SECONDS = {
     ("cns", "ci"): {"train": 100, "accuracy": 8, "selection": 8, "heatmaps": 15},
     ("cns", "default"): {"train": 875, "accuracy": 21, "selection": 2, "heatmaps": 38},
     ("cns", "paper"): {"train": 20000, "heatmaps": 120},
+    ("gs_vgg16", "ci"): {"train": 40, "table2": 5, "figure4": 2, "heatmaps": 5},
+    ("gs_vgg16", "default"): {"train": 400, "table2": 10, "figure4": 2, "heatmaps": 15},
+    ("gs_vgg16", "paper"): {"train": 7200, "heatmaps": 60},
 }
 DEFAULT_STEP_SECONDS = 1.0
 # What `all` (./run_all.sh) runs unless --studies says otherwise: every study that exists.
-DEFAULT_STUDIES = ("pgds", "cns")
+DEFAULT_STUDIES = ("pgds", "cns", "gs_vgg16")
 
 
 def say(message: str) -> None:

@@ -138,6 +138,7 @@ def say(message: str) -> None:
 # ----------------------------------------------------------------------------- per fold
 
 
+OPTIMIZER_NAMES = {"rmsprop": "RMSProp", "adam": "Adam", "adamw": "AdamW"}
 METRICS = ("accuracy", "sensitivity", "specificity", "precision", "f1", "auc")
 METRIC_TITLES = {"accuracy": "Accuracy", "sensitivity": "Sensitivity (Recall)",
                  "specificity": "Specificity", "precision": "Precision", "f1": "F1-score",
@@ -185,7 +186,10 @@ def common_notes(ctx: StudyContext) -> list[str]:
         "five.",
         f"- VGG-16 (face) at {config.size_wh[0]}x{config.size_wh[1]}x{config.channels}, width "
         f"{config.width or 64} (64 = the paper's), {weights}; {config.max_epochs} epochs of "
-        f"RMSProp {config.learning_rate:g} at batch {config.batch_size}, the epoch with the "
+        f"{OPTIMIZER_NAMES[config.optimizer]} {config.learning_rate:g} at batch "
+        f"{config.batch_size}"
+        + ("" if config.optimizer == "rmsprop" else " (Hong 2021: RMSProp; see README)")
+        + ", the epoch with the "
         "smallest validation loss; random rotation, crop and flip; faces read as grey levels "
         "tiled to three channels (Hong: colour).",
         "- Call: the softmax's class (p(syndrome) >= 0.5).",
