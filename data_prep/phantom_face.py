@@ -28,7 +28,7 @@ Alagille: broad forehead, deep-set eyes, pointed chin; Down: up-slanting fissure
 folds, flat nasal bridge and midface, small ears. Hong's rarer syndromes are milder mixtures
 (`SYNDROMES`). A child's severity is uniform in 0.55-1.0 and each trait jitters around it.
 
-No shortcuts: within every class age (Hong's Table 1: mean ~37 months, SD ~41, log-normal,
+No shortcuts: within every class age (Hong's Table 1: mean ~37 months, SD ~41; log-normal,
 1-168 months), sex and skin-tone bin are stratified draws of the same distributions; pose,
 lighting, background, clothes and noise come from per-photo streams the class never touches;
 the face is placed by the child WITHOUT its syndrome; the natural face draws come from a stream
@@ -215,8 +215,10 @@ class FacePhantomProfile:
     width: int
     height: int
     male_share: tuple[tuple[str, float], ...]
-    age_median_months: float = 24.7     # Hong Table 1: mean ~37, SD ~41 months (sigma 0.9)
-    age_sigma: float = 0.9
+    # Hong Table 1: 36.85 +- 42.33 and 37.28 +- 40.77 months: a truncated log-normal with this
+    # median and sigma has mean 38.5, SD 39.2 (10 % below 4 months, 10 % above 100)
+    age_median_months: float = 30.0
+    age_sigma: float = 1.6
     age_range_months: tuple[float, float] = (1.0, 168.0)
     skin_tone_bins: int = 5
     png_compression: int = 6
@@ -485,11 +487,11 @@ def face_shape(natural: dict, traits: dict, age_months: float) -> FaceShape:
     g = _growth(age_months)
     v_top = -1.32 + 0.06 * g + natural["cranium"] + 0.12 * t["microcephaly"]
     long_face = 0.13 * t["long_face"]
-    v_chin = 1.08 + 0.36 * g + natural["face_length"] + long_face - 0.07 * t["small_jaw"] \
+    v_chin = 1.14 + 0.3 * g + natural["face_length"] + long_face - 0.07 * t["small_jaw"] \
         + 0.04 * t["pointed_chin"]
-    nose_v = 0.485 + 0.13 * g + natural["nose_length"] + 0.08 * t["nose_length"] \
+    nose_v = 0.5 + 0.115 * g + natural["nose_length"] + 0.08 * t["nose_length"] \
         + 0.4 * long_face
-    philtrum = 0.135 + 0.05 * g + natural["philtrum"] + 0.06 * t["philtrum_length"]
+    philtrum = 0.14 + 0.045 * g + natural["philtrum"] + 0.06 * t["philtrum_length"]
     lips = natural["lips"] * (1.0 + 0.45 * t["lip_fullness"])
     upper_lip = 0.052 * lips
     lower_lip = 0.068 * lips
@@ -531,7 +533,7 @@ def face_shape(natural: dict, traits: dict, age_months: float) -> FaceShape:
         ear_tilt_deg=natural["ear_tilt"] + 20.0 * t["ear_rotation"],
         neck_half_width=0.5 + 0.06 * g + natural["neck"],
         # the body hangs from the NATURAL chin: a syndromic jaw does not move the clothes
-        shoulder_v=1.58 + 0.36 * g + natural["face_length"] - 0.22 * t["short_neck"],
+        shoulder_v=1.64 + 0.3 * g + natural["face_length"] - 0.22 * t["short_neck"],
         asymmetry=natural["asymmetry"])
 
 
@@ -973,7 +975,7 @@ def _catchlight(image: np.ndarray, canvas: _Canvas, shape: FaceShape, photo: Pho
                 centre: tuple[float, float]) -> None:
     lx, ly, _ = photo.light
     cu, cv = centre[0] + 0.35 * shape.iris_r * lx, centre[1] + 0.35 * shape.iris_r * ly - 0.02
-    dot = _ellipse_points(cu, cv, 0.022, 0.022, 0.0, 12)
+    dot = _ellipse_points(cu, cv, 0.03, 0.03, 0.0, 12)
     window = canvas.window([dot], pad=1.0)
     if window is None:
         return
@@ -1438,10 +1440,12 @@ def render_child(profile: FacePhantomProfile, planned: PlannedChild, seed: int, 
                      "subtype": planned.subtype, "age_months": f"{planned.age_months:.1f}",
                      "sex": planned.sex, "landmarks": _landmark_text(rendered.landmarks),
                      "mask_path": mask_path})
+        conditions = dataclasses.asdict(photo)
+        light = conditions.pop("light")
+        conditions.pop("background")
         photo_rows.append({"image_path": image_path, "case_id": planned.case_id,
-                           **{k: (round(v, 4) if isinstance(v, float) else v)
-                              for k, v in dataclasses.asdict(photo).items()
-                              if k not in ("background",)},
+                           **{k: round(v, 4) for k, v in conditions.items()},
+                           **{f"light_{axis}": round(c, 4) for axis, c in zip("xyz", light)},
                            "mask_pixels": int((mask > 0).sum())})
         files.append({"image_path": image_path, "file_name": name, "photo_datetime": stamp})
     app = child.appearance
