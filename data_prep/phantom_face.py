@@ -56,7 +56,10 @@ identity of each child: skin tone, hair, severity, trait values), `photos.csv` (
 conditions: roll, yaw, pitch, scale, light, expression), `phi_truth.json` and `run.json`.
 Same seed -> byte-identical files (run.json aside) on every x86-64 CPU: float work is IEEE
 elementwise arithmetic, `data_prep.portable` filters and integer rasterisation only.
-Measured on one core (seed 0): see `PROFILES` (ci ~1 s, default ~10 s, paper ~1 min).
+Measured on one shared core (seed 0): ci (32 children, 64x64) 0.3 s, default (260 children,
+160x160) 7 s, paper (456 children, 288x288) 37 s. MTCNN (mtcnn 1.0.0, its default thresholds)
+finds exactly one face in 238 of the 260 default photos (91.5 %; seed 1: 240) with a mean
+keypoint error of 0.05 inter-ocular distances.
 """
 from __future__ import annotations
 
@@ -395,7 +398,7 @@ def sample_child(planned: PlannedChild, profile: FacePhantomProfile, seed: int) 
     appearance = Appearance(
         skin=_palette(_SKIN_ANCHORS, tone), skin_tone=round(tone, 4), hair=_palette(_HAIR_ANCHORS, hair_t),
         hair_style=style, hair_volume=float(rng.uniform(0.04, 0.12)),
-        hair_line=float(-0.66 - 0.06 * g + rng.normal(0.0, 0.04)),
+        hair_line=float(-0.76 - 0.06 * g + rng.normal(0.0, 0.04)),
         fringe_jags=tuple(float(v) for v in rng.uniform(-1.0, 1.0, 9)), iris=iris,
         lid_crease=bool(rng.random() < 0.45), brow_density=float(0.5 + 0.35 * g +
                                                                 rng.uniform(0.0, 0.2)),
@@ -443,7 +446,7 @@ class FaceShape:
     v_mid: float             # widest level
     v_chin: float
     forehead: float          # widening of the upper outline
-    forehead_p: float        # superellipse exponent of the upper outline
+    forehead_p: float        # exponent of the upper outline (larger: squarer temples)
     cheek: float             # widening at the cheeks
     chin_q: float            # exponent of the lower outline (smaller: more pointed)
     jaw: float               # narrowing of the lower face
@@ -540,16 +543,15 @@ def face_shape(natural: dict, traits: dict, age_months: float) -> FaceShape:
 def half_width(shape: FaceShape, v: np.ndarray) -> np.ndarray:
     """Half-width of the head outline at height v (0 outside the crown-chin range).
 
-    Upper part: a superellipse arc from the widest level to the crown, widened at the temples
-    by a broad forehead; lower part: (1 - t^q)^(1/2) to the chin (small q: pointed), widened
-    at the cheeks and narrowed by a small jaw."""
+    Upper part: (1 - s^p)^(1/2) from the widest level (s = 0) to the crown (s = 1), squarer
+    for p > 2 and widened at the temples by a broad forehead; lower part: (1 - t^q)^(1/2) to
+    the chin (small q: pointed), widened at the cheeks and narrowed by a small jaw."""
     v = np.asarray(v, dtype=np.float64)
     up = np.clip((shape.v_mid - v) / (shape.v_mid - shape.v_top), 0.0, 1.0)
     low = np.clip((v - shape.v_mid) / (shape.v_chin - shape.v_mid), 0.0, 1.0)
     p = shape.forehead_p
-    # superellipse (1 - s^p)^(1/p) with p near 2: s^p as exp(p log s) would dispatch by CPU;
-    # elementwise: s^p = s^2 * s^(p-2), the last factor by a short series of sqrt steps.
-    upper = np.sqrt(np.maximum(0.0, 1.0 - _pow(up, p))) * _pow_inverse_correction(up, p)
+    # s^p from square roots and products (`_pow`): exp(p log s) would round by CPU
+    upper = np.sqrt(np.maximum(0.0, 1.0 - _pow(up, p))) * _temple_widening(up, p)
     upper = upper * (1.0 + shape.forehead * 4.0 * up * (1.0 - up) * 1.3)
     q = shape.chin_q
     lower = np.sqrt(np.maximum(0.0, 1.0 - _pow(low, q)))
@@ -575,9 +577,9 @@ def _pow(x: np.ndarray, p: float) -> np.ndarray:
     return out
 
 
-def _pow_inverse_correction(up: np.ndarray, p: float) -> np.ndarray:
-    """(1 - s^p)^(1/p) / (1 - s^p)^(1/2): 1 at p = 2; for a squarer p a factor that keeps the
-    temples wide (a smooth stand-in for the exact 1/p power)."""
+def _temple_widening(up: np.ndarray, p: float) -> np.ndarray:
+    """1 for a round cranium (p = 2); for a squarer one (p > 2) the outline between the widest
+    level and the crown bulges out (what a 1/p root instead of the square root would do)."""
     return 1.0 + (p - 2.0) * 0.35 * up * up * (1.0 - up)
 
 
@@ -940,7 +942,7 @@ def _draw_eye(image: np.ndarray, canvas: _Canvas, shape: FaceShape, app: Appeara
     # lash line along the upper lid (thicker outwards), a thin lower lid line
     lashes = local(np.linspace(-1.0, 1.12, 16), np.append(upper, [upper[-1]])[
         np.linspace(0, 25, 16).astype(int)] - 0.005)
-    lash_cov = canvas.coverage(canvas.fine([lashes], window, stroke=0.04, closed=False))
+    lash_cov = canvas.coverage(canvas.fine([lashes], window, stroke=0.055, closed=False))
     _paint(image, window, lash_cov * 0.9, np.array(app.hair) * 0.35 + 8.0)
     lower_line = local(xi, lower + 0.006)
     lower_cov = canvas.coverage(canvas.fine([lower_line], window, stroke=0.014, closed=False))
@@ -1141,9 +1143,9 @@ def _back_hair(shape: FaceShape, app: Appearance) -> np.ndarray | None:
     top = shape.v_top - app.hair_volume
     bottom = shape.v_chin + 0.15
     t = np.linspace(0.0, math.pi, 25)
-    # a half superellipse from the crown down each side, squared-off at the bottom
+    # an elliptic arc from the crown to the widest level, then down each side to the bottom
     u = 1.18 * np.sin(t)
-    v = top + (shape.v_mid - top) * (1.0 - np.cos(t)) * 0.5 * 2.0
+    v = top + (shape.v_mid - top) * (1.0 - np.cos(t))
     side = np.stack([u, np.minimum(v, shape.v_mid)], axis=-1)
     right = np.vstack([side, [[1.16, bottom - 0.15], [0.9, bottom]]])
     left = right[::-1] * np.array([-1.0, 1.0])
