@@ -35,6 +35,8 @@ the face is placed by the child WITHOUT its syndrome; the natural face draws com
 the syndrome never touches. So the healthy and syndromic renderings of the same child and photo
 differ only where the syndrome changed the face: the truth mask is exactly those pixels (any
 channel differs), dilated by 0.03 head half-widths (empty, all zero, for healthy children).
+The face's relief is one ellipsoid for every face (plus the features' bumps), so a changed
+outline reshades only the band along it: a mask covers ~10-15 % of a paper-size photo.
 
 Landmarks (manifest `landmarks`, 10 numbers x1 y1 ... x5 y5 in image pixels, x right, y down,
 the centre of the top-left pixel at (0, 0)): the eye centre (pupil) with the SMALLER x first
@@ -58,7 +60,7 @@ Same seed -> byte-identical files (run.json aside) on every x86-64 CPU: float wo
 elementwise arithmetic, `data_prep.portable` filters and integer rasterisation only.
 Measured on one shared core (seed 0): ci (32 children, 64x64) 0.3 s, default (260 children,
 160x160) 7 s, paper (456 children, 288x288) 37 s. MTCNN (mtcnn 1.0.0, its default thresholds)
-finds exactly one face in 238 of the 260 default photos (91.5 %; seed 1: 240) with a mean
+finds exactly one face in 239 of the 260 default photos (91.9 %; seed 1: 238) with a mean
 keypoint error of 0.05 inter-ocular distances.
 """
 from __future__ import annotations
@@ -480,6 +482,7 @@ class FaceShape:
     ear_tilt_deg: float
     neck_half_width: float
     shoulder_v: float        # top of the shoulders (absolute v)
+    natural_chin: float      # the chin without the syndrome (what the neck's shadow follows)
     asymmetry: float
 
 
@@ -537,6 +540,7 @@ def face_shape(natural: dict, traits: dict, age_months: float) -> FaceShape:
         neck_half_width=0.5 + 0.06 * g + natural["neck"],
         # the body hangs from the NATURAL chin: a syndromic jaw does not move the clothes
         shoulder_v=1.64 + 0.3 * g + natural["face_length"] - 0.22 * t["short_neck"],
+        natural_chin=1.14 + 0.3 * g + natural["face_length"],
         asymmetry=natural["asymmetry"])
 
 
@@ -820,15 +824,16 @@ def _mouth_corners(shape: FaceShape, placed: _Placed, photo: PhotoConditions):
     return ((mu - width, mv + drop), (mu + width, mv + drop))
 
 
-def _height_field(shape: FaceShape, placed: _Placed, canvas: "_Canvas",
-                  inside_width: np.ndarray) -> np.ndarray:
-    """Relief of the face (canonical units) at every pixel: head ellipsoid plus compact bumps
-    for brow ridge, sockets, cheeks, nose, lips, philtrum and chin."""
+def _height_field(shape: FaceShape, placed: _Placed, canvas: "_Canvas") -> np.ndarray:
+    """Relief of the face (canonical units) at every pixel: a head ellipsoid plus compact bumps
+    for brow ridge, sockets, cheeks, nose, lips, philtrum and chin.
+
+    The ellipsoid is the same for every face: shaped by the outline, a broader forehead or a
+    smaller jaw would reshade the whole face, and the truth mask would cover it all; the
+    outline itself is drawn by the head's coverage."""
     u, v = canvas.u, canvas.v
-    ratio = np.where(inside_width > 0, u / np.maximum(inside_width, 1e-6), 2.0)
-    # a fixed vertical curvature: tied to the chin or crown, a jaw change would reshade the face
     vertical = (v - 0.1) / 1.4
-    z = 0.95 * np.sqrt(np.maximum(0.0, 1.0 - ratio * ratio)) \
+    z = 0.95 * np.sqrt(np.maximum(0.0, 1.0 - (u / 1.08) ** 2)) \
         * np.sqrt(np.maximum(0.0, 1.0 - 0.5 * vertical * vertical))
 
     def add(amplitude: float, cu: float, cv: float, ru: float, rv: float) -> None:
@@ -863,7 +868,7 @@ def _height_field(shape: FaceShape, placed: _Placed, canvas: "_Canvas",
     add(0.05, mu, mv + shape.lower_lip * 0.6, shape.mouth_half_width * 0.85, shape.lower_lip * 1.5)
     add(-0.02, mu, mv + shape.lower_lip + 0.05, 0.2, 0.05)                      # labiomental fold
     add(0.07, mu * 0.7, shape.v_chin - 0.12, 0.2, 0.13)                          # chin
-    return np.where(inside_width > 0, z, 0.0)
+    return z
 
 
 def _shade(z: np.ndarray, photo: PhotoConditions) -> tuple[np.ndarray, np.ndarray]:
@@ -1202,7 +1207,8 @@ def render_photo(shape: FaceShape, app: Appearance, photo: PhotoConditions, widt
     neck = np.array([[-nk, shape.v_chin - 0.45], [nk, shape.v_chin - 0.45], [nk * 1.08, sv + 0.06],
                      [0.0, sv + 0.3], [-nk * 1.08, sv + 0.06]])
     skin = np.array(app.skin)
-    under_chin = np.clip((v - shape.v_chin + 0.05) / 0.35, 0.0, 1.0)
+    # the chin's shadow on the neck, placed by the natural chin (the clothes hang from it too)
+    under_chin = np.clip((v - shape.natural_chin + 0.05) / 0.35, 0.0, 1.0)
     neck_colour = skin * (0.62 + 0.3 * under_chin)[..., None] * (
         0.9 + 0.1 * np.clip(1.0 - np.abs(u) / nk, 0.0, 1.0))[..., None]
     _layer(image, canvas, neck, neck_colour)
@@ -1226,13 +1232,16 @@ def render_photo(shape: FaceShape, app: Appearance, photo: PhotoConditions, widt
     _draw_nose(albedo, canvas, shape, app, placed)
     _draw_mouth(albedo, canvas, shape, app, placed, photo)
     hair_cov = _draw_hair(albedo, canvas, shape, app, placed, strands)
-    width_at_v = half_width(shape, v)
-    z = _height_field(shape, placed, canvas, width_at_v)
+    z = _height_field(shape, placed, canvas)
     # hair volume: a slightly larger ellipsoid over the cranium
     crown = np.sqrt(np.maximum(0.0, 1.0 - (u / 1.1) ** 2 - ((v - 0.1) / (0.1 - shape.v_top + 0.1))
                                ** 2)) * 0.95
     z = np.where(hair_cov > 0.5, np.maximum(z, crown), z)
     shade, spec = _shade(z, photo)
+    # the cheeks and temples turn away from the camera near the outline: darker there
+    outline_width = half_width(shape, v)
+    turned = np.clip((np.abs(u) / np.maximum(outline_width, 1e-6) - 0.72) / 0.28, 0.0, 1.0)
+    shade = shade * (1.0 - 0.3 * turned * turned)
     group = np.maximum(head_cov, hair_cov)
     shine = (spec * (16.0 * (1.0 - 0.7 * hair_cov)))[..., None]
     shaded = albedo * shade[..., None] + shine
