@@ -73,7 +73,7 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -256,7 +256,7 @@ def _spread_over_syndromes(total: int) -> tuple[tuple[str, str, int], ...]:
 def _gs_profile(name: str, healthy: int, syndromic: tuple[tuple[str, str, int], ...], width: int,
                 height: int, male_share: tuple[tuple[str, float], ...] | None = None
                 ) -> FacePhantomProfile:
-    share = sum(n for _, _, n in syndromic) and 0.535
+    share = 0.535   # Hong's boys over both classes, 244 / 456, the same in each
     return FacePhantomProfile(name, ((HEALTHY, NO_SYNDROME, healthy),) + syndromic, ((1, 1.0),),
                               width, height, male_share or ((HEALTHY, share), (SYNDROME, share)))
 
@@ -354,8 +354,8 @@ class Appearance:
 
 @dataclass(frozen=True)
 class Child:
-    """One child's identity: the natural draws (`natural`, a dict of shape numbers) and the
-    syndrome's trait values (all zero for a healthy child)."""
+    """One child's identity: the natural draws (`natural`: (name, value) pairs of shape
+    numbers) and the syndrome's trait values (`traits`: empty for a healthy child)."""
     planned: PlannedChild
     appearance: Appearance
     natural: tuple[tuple[str, float], ...]
@@ -398,7 +398,8 @@ def sample_child(planned: PlannedChild, profile: FacePhantomProfile, seed: int) 
     clothes = tuple(float(v) for v in rng.uniform(30, 230, 3))
     collar = tuple(float(v) for v in rng.uniform(30, 240, 3)) if rng.random() < 0.5 else clothes
     appearance = Appearance(
-        skin=_palette(_SKIN_ANCHORS, tone), skin_tone=round(tone, 4), hair=_palette(_HAIR_ANCHORS, hair_t),
+        skin=_palette(_SKIN_ANCHORS, tone), skin_tone=round(tone, 4),
+        hair=_palette(_HAIR_ANCHORS, hair_t),
         hair_style=style, hair_volume=float(rng.uniform(0.04, 0.12)),
         hair_line=float(-0.76 - 0.06 * g + rng.normal(0.0, 0.04)),
         fringe_jags=tuple(float(v) for v in rng.uniform(-1.0, 1.0, 9)), iris=iris,
@@ -502,7 +503,8 @@ def face_shape(natural: dict, traits: dict, age_months: float) -> FaceShape:
     upper_lip = 0.052 * lips
     lower_lip = 0.068 * lips
     mouth_v = nose_v + 0.05 + philtrum + upper_lip
-    fissure_half = (0.23 - 0.035 * g) * natural["fissure_length"] * (1.0 + 0.22 * t["fissure_length"])
+    fissure_half = (0.23 - 0.035 * g) * natural["fissure_length"] \
+        * (1.0 + 0.22 * t["fissure_length"])
     return FaceShape(
         v_top=v_top, v_mid=0.12, v_chin=max(v_chin, mouth_v + lower_lip + 0.18),
         forehead=0.09 * t["broad_forehead"] + 0.06 * natural["forehead"] - 0.05 * t["microcephaly"],
@@ -688,7 +690,9 @@ class _Canvas:
         return np.stack([self.photo.center_x + s * (u * self.cos - v * self.sin),
                          self.photo.center_y + s * (u * self.sin + v * self.cos)], axis=-1)
 
-    def window(self, polygons: list[np.ndarray], pad: float = 0.0) -> tuple[int, int, int, int] | None:
+    def window(self, polygons: list[np.ndarray], pad: float = 0.0
+               ) -> tuple[int, int, int, int] | None:
+        """Pixel box (x0, y0, x1, y1) holding the polygons (plus `pad` pixels), or None."""
         pixels = np.vstack([self.to_pixels(p) for p in polygons])
         x0 = max(0, int(math.floor(pixels[:, 0].min() - 1 - pad)))
         y0 = max(0, int(math.floor(pixels[:, 1].min() - 1 - pad)))
@@ -969,7 +973,8 @@ def _draw_eye(image: np.ndarray, canvas: _Canvas, shape: FaceShape, app: Appeara
         edge = local(np.linspace(-1.05, -1.0 + 2.0 * reach, 8),
                      np.linspace(0.6, 0.0, 8) * shape.eye_open * 0.5)
         edge_cov = canvas.coverage(canvas.fine([edge], window, stroke=0.012, closed=False))
-        _paint(image, window, edge_cov * 0.4 * min(1.0, shape.epicanthus), np.array(app.skin) * 0.72)
+        _paint(image, window, edge_cov * 0.4 * min(1.0, shape.epicanthus),
+               np.array(app.skin) * 0.72)
     if shape.periorbital > 0.2:   # puffy lower lid: a soft fold under the eye
         xs = np.linspace(-0.8, 0.9, 12)
         bag = local(xs, shape.eye_open * (0.95 + 0.25 * min(shape.periorbital, 1.5))
@@ -1056,7 +1061,8 @@ def _draw_mouth(image, canvas, shape: FaceShape, app: Appearance, placed: _Place
     lower_edge = stomion + gap + shape.lower_lip * np.sqrt(np.maximum(0.0, 1.0 - (xs * xs) ** 2)) \
         * (1.0 - 0.3 * xs * xs)
     u = mu + width * xs
-    upper = np.vstack([np.stack([u, upper_edge], -1), np.stack([u[::-1], (stomion - gap)[::-1]], -1)])
+    upper = np.vstack([np.stack([u, upper_edge], -1),
+                       np.stack([u[::-1], (stomion - gap)[::-1]], -1)])
     lower = np.vstack([np.stack([u, stomion + gap], -1), np.stack([u[::-1], lower_edge[::-1]], -1)])
     window = canvas.window([upper, lower], pad=2.0)
     if window is None:
@@ -1066,7 +1072,8 @@ def _draw_mouth(image, canvas, shape: FaceShape, app: Appearance, placed: _Place
     _paint(image, window, canvas.coverage(canvas.fine([upper], window)), lip * 0.9)
     _paint(image, window, canvas.coverage(canvas.fine([lower], window)), lip)
     if gap > 0.004:
-        inside = np.vstack([np.stack([u, stomion - gap], -1), np.stack([u[::-1], (stomion + gap)[::-1]], -1)])
+        inside = np.vstack([np.stack([u, stomion - gap], -1),
+                            np.stack([u[::-1], (stomion + gap)[::-1]], -1)])
         _paint(image, window, canvas.coverage(canvas.fine([inside], window)), (60.0, 25.0, 28.0))
     line = np.stack([u, stomion], -1)
     line_cov = canvas.coverage(canvas.fine([line], window, stroke=0.022, closed=False))
@@ -1077,7 +1084,8 @@ def _draw_ear(image, canvas, shape: FaceShape, app: Appearance, placed: _Placed,
               yaw: float) -> None:
     v = shape.ear_v
     edge = float(half_width(shape, np.array([v]))[0])
-    visible = max(0.4, 1.0 + side * yaw * 6.0)   # the ear on the side the face turns from shows more
+    # the ear on the side the face turns away from shows more
+    visible = max(0.4, 1.0 + side * yaw * 6.0)
     hw = 0.1 * visible * shape.ear_half_height / 0.3
     cu = side * (edge + hw * 0.6) + placed.ear_shift
     tilt = side * shape.ear_tilt_deg
@@ -1260,8 +1268,8 @@ def render_photo(shape: FaceShape, app: Appearance, photo: PhotoConditions, widt
     return RenderedPhoto(portable.to_uint8(image), landmarks(shape, photo, canvas))
 
 
-def render_child_photo(child: Child, photo: PhotoConditions, index: int, profile: FacePhantomProfile,
-                       seed: int) -> tuple[RenderedPhoto, np.ndarray]:
+def render_child_photo(child: Child, photo: PhotoConditions, index: int,
+                       profile: FacePhantomProfile, seed: int) -> tuple[RenderedPhoto, np.ndarray]:
     """(photo, truth mask uint8 0/255): the child as drawn, and where it differs from the same
     child and photo without the syndrome (dilated by 0.03 head half-widths; all zero when
     healthy)."""
@@ -1346,7 +1354,8 @@ def exif_bytes(phi: FacePhi, photo_datetime: str) -> bytes:
     rational = 5
     byte = 1
     long_ = 4
-    ifd0 = [(0x010E, ascii_, f"{phi.child_name} {phi.birth_date}"), (0x010F, ascii_, phi.camera_make),
+    ifd0 = [(0x010E, ascii_, f"{phi.child_name} {phi.birth_date}"),
+            (0x010F, ascii_, phi.camera_make),
             (0x0110, ascii_, phi.camera_model), (0x0132, ascii_, photo_datetime),
             (0x013B, ascii_, phi.guardian), (0x8298, ascii_, f"(c) {phi.guardian}"),
             (0x8769, long_, None), (0x8825, long_, None)]
@@ -1414,16 +1423,12 @@ def png_bytes(image: np.ndarray, exif: bytes | None = None, level: int = 6) -> b
     return out + _chunk(b"IDAT", zlib.compress(raw, level)) + _chunk(b"IEND", b"")
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-
-
 # ----------------------------------------------------------------------------- output
 
 
 @dataclass
 class RenderedChild:
-    tables: dict[str, list[dict]]   # "manifest", "photos": one row per photo; "children": one
+    tables: dict[str, list[dict]]   # "manifest", "photos": a row per photo; "children": one row
     phi: dict
 
 
@@ -1444,9 +1449,9 @@ def render_child(profile: FacePhantomProfile, planned: PlannedChild, seed: int, 
         stamp = (taken + timedelta(seconds=17 * index)).strftime("%Y:%m:%d %H:%M:%S")
         name = f"{planned.case_id}_{phi.child_family}_{phi.child_given}_{index + 1}.png"
         image_path, mask_path = f"photos/{name}", f"masks/{planned.case_id}_{index + 1}.png"
-        _write(out_dir / image_path, png_bytes(rendered.rgb, exif_bytes(phi, stamp),
-                                               profile.png_compression))
-        _write(out_dir / mask_path, png_bytes(mask, None, 9))
+        (out_dir / image_path).write_bytes(png_bytes(rendered.rgb, exif_bytes(phi, stamp),
+                                                          profile.png_compression))
+        (out_dir / mask_path).write_bytes(png_bytes(mask, None, 9))
         rows.append({"image_path": image_path, "case_id": planned.case_id, "label": planned.label,
                      "subtype": planned.subtype, "age_months": f"{planned.age_months:.1f}",
                      "sex": planned.sex, "landmarks": _landmark_text(rendered.landmarks),

@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date, datetime
 from pathlib import Path
 
 import cv2
@@ -75,7 +76,8 @@ def ci_manifest(ci_runs) -> pd.DataFrame:
     return pd.read_csv(ci_runs["a"] / "manifest.csv", dtype=str, keep_default_na=False)
 
 
-def _planned(subtype: str, number: int = 7, age: float = 30.0, sex: str = "F") -> phantom_face.PlannedChild:
+def _planned(subtype: str, number: int = 7, age: float = 30.0,
+             sex: str = "F") -> phantom_face.PlannedChild:
     label = phantom_face.HEALTHY if subtype == phantom_face.NO_SYNDROME else phantom_face.SYNDROME
     return phantom_face.PlannedChild(number, f"C{number:04d}", label, subtype, age, sex, 2, 1)
 
@@ -477,8 +479,8 @@ def test_fake_phi_is_in_every_raw_file_and_listed(ci_runs, ci_manifest):
         assert longitude * (1 if gps[3] == "E" else -1) == pytest.approx(
             planted["GPSLongitude"], abs=1e-5)
         # the birth date is consistent with the photo date and the age
-        taken = phantom_face.datetime.strptime(listed["photo_datetime"], "%Y:%m:%d %H:%M:%S")
-        born = phantom_face.date.fromisoformat(phi["birth_date"])
+        taken = datetime.strptime(listed["photo_datetime"], "%Y:%m:%d %H:%M:%S")
+        born = date.fromisoformat(phi["birth_date"])
         assert abs((taken.date() - born).days / 30.44 - float(row.age_months)) < 1.0
     assert len({t["child_name"] for t in truth.values()}) > 5
 
