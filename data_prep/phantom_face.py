@@ -14,8 +14,8 @@ What a face is: a head outline whose proportions follow age (0-14 years: the cra
 and the lower face short and round in infants; the chin, nose and mouth move down and the
 face lengthens with age), smoothly shaded by a Lambert + specular model of a height field
 (head ellipsoid, brow ridge, eye sockets, cheeks, nose bridge, tip and alae, lips, philtrum,
-chin), ears behind the head, neck and shoulders in clothes, hair (short, fringe, long tied back,
-sparse), eyebrows, eyes (sclera, iris, pupil, catch-light, upper-lid shadow, lash line, lower
+chin), ears behind the head, neck and shoulders in clothes, hair (short, fringe, long behind
+the head with the ears free, sparse), eyebrows, eyes (sclera, iris, pupil, catch-light, upper-lid shadow, lash line, lower
 lid, optional lid crease and epicanthal fold), nostrils and alar creases, lips with a Cupid's
 bow and a mouth line, on a wall-coloured background. Every shape is a polygon rasterised 4x4
 super-sampled (exact integer coverage) and composited with that coverage: edges are
@@ -56,8 +56,12 @@ Output folder (see `generate`): `manifest.csv` (image_path, case_id, label, subt
 age_months, sex, landmarks, mask_path), `photos/`, `masks/` (PNG 0/255), `children.csv` (the
 identity of each child: skin tone, hair, severity, trait values), `photos.csv` (each photo's
 conditions: roll, yaw, pitch, scale, light, expression), `phi_truth.json` and `run.json`.
-Same seed -> byte-identical files (run.json aside) on every x86-64 CPU: float work is IEEE
-elementwise arithmetic, `data_prep.portable` filters and integer rasterisation only.
+Same seed -> byte-identical files (run.json aside) on every x86-64 CPU: pixel work is IEEE
+elementwise + - * / sqrt (powers by square roots, `_pow`), `data_prep.portable` filters and
+integer rasterisation; NumPy's sin / cos only place polygon vertices, rounded to 1/64 pixel
+(a last-bit difference moves one only within ~1e-13 of a rounding boundary, the risk
+`data_prep.portable` accepts for exp). `tests/test_phantom_face.py` checks the committed
+hashes also with OpenCV's and NumPy's SIMD dispatch off.
 Measured on one shared core (seed 0): ci (32 children, 64x64) 0.3 s, default (260 children,
 160x160) 7 s, paper (456 children, 288x288) 37 s. MTCNN (mtcnn 1.0.0, its default thresholds)
 finds exactly one face in 239 of the 260 default photos (91.9 %; seed 1: 238) with a mean
