@@ -1,7 +1,8 @@
 """`python -m data_prep phantom`: synthetic phantom images with known ground truth, per study.
 
 Each study's generator lives in its own module (`phantom_pgds` for Tang 2023's fetal profiles,
-`phantom_cns` for Qi 2025's fetal head and spine planes); this module dispatches on `--study`
+`phantom_cns` for Qi 2025's fetal head and spine planes, `phantom_face` for Hong 2021's
+children's face photos); this module dispatches on `--study`
 and holds the command line. A pgds phantom folder holds
 `manifest.csv` (image_path, case_id, label, subtype, gestational_week, view, mask_path,
 phi_mask_path, center), the frames, truth masks of the abnormal structures, fake-PHI pixel
@@ -11,7 +12,10 @@ masks, `phi_truth.json`, `sector_mask.png`, `markers.csv`, `geometry.csv` and `r
 frame layout. A cns phantom folder holds `manifest.csv` (image_path, case_id, label, plane,
 gestational_week, center, mask_path, phi_mask_path), the same image and mask folders,
 `sector_masks/<center>.png`, `findings.csv`, `geometry.csv`, `phi_truth.json` and `run.json`
-(see `phantom_cns`).
+(see `phantom_cns`). A gs_vgg16 phantom folder (`phantom_face`: children's frontal face photos,
+Hong 2021) holds `manifest.csv` (image_path, case_id, label, subtype, age_months, sex,
+landmarks, mask_path), `photos/` (PNG with fake-PHI EXIF, the fake name in the file name),
+`masks/`, `children.csv`, `photos.csv`, `phi_truth.json` and `run.json`; it has no `--dicom`.
 
     python -m data_prep phantom --study pgds --profile ci --out runs/phantom_ci [--seed 0]
         [--dicom] [--force]
@@ -25,10 +29,11 @@ import argparse
 from pathlib import Path
 from types import ModuleType
 
-from . import phantom_cns, phantom_pgds
+from . import phantom_cns, phantom_face, phantom_pgds
 from .errors import InputError
 
-STUDY_GENERATORS: dict[str, ModuleType] = {"pgds": phantom_pgds, "cns": phantom_cns}
+STUDY_GENERATORS: dict[str, ModuleType] = {"pgds": phantom_pgds, "cns": phantom_cns,
+                                           "gs_vgg16": phantom_face}
 # study -> profile name -> that study's profile dataclass (counts, frame layout, ...).
 PHANTOM_PROFILES = {study: module.PROFILES for study, module in STUDY_GENERATORS.items()}
 PROFILE_NAMES = ("ci", "default", "paper")
