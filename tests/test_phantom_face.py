@@ -311,7 +311,8 @@ def test_truth_masks(ci_runs, ci_manifest, default_sample):
             if row.label == "healthy":
                 assert not mask.any(), row.mask_path
             else:
-                assert 20 < (mask > 0).sum() < 0.6 * mask.size, row.mask_path
+                # the changed features, not a blanket over the face (~12 % of a photo)
+                assert 20 < (mask > 0).sum() < 0.3 * mask.size, row.mask_path
 
 
 def _render_pair(subtype: str, number: int, profile=DEFAULT):
