@@ -311,7 +311,8 @@ def test_truth_masks(ci_runs, ci_manifest, default_sample):
             if row.label == "healthy":
                 assert not mask.any(), row.mask_path
             else:
-                assert 20 < (mask > 0).sum() < 0.6 * mask.size, row.mask_path
+                # the changed features, not a blanket over the face (~12 % of a photo)
+                assert 20 < (mask > 0).sum() < 0.3 * mask.size, row.mask_path
 
 
 def _render_pair(subtype: str, number: int, profile=DEFAULT):
@@ -539,5 +540,5 @@ def test_mtcnn_finds_the_faces_and_their_landmarks(monkeypatch, tmp_path):
         truth = rendered.landmarks
         iod = np.linalg.norm(truth[1] - truth[0])
         errors.append(np.linalg.norm(points - truth, axis=1).mean() / iod)
-    assert found >= 34, found            # 85 %; the whole default phantom: see the README
+    assert found >= 35, found   # 88 %; the whole default phantom: 96 % (phantom_face's docstring)
     assert np.median(errors) < 0.1, np.median(errors)
