@@ -354,7 +354,8 @@ def _prepare(ctx: StudyContext) -> None:
             near_note = (f"{len(report.near_pairs)} near-duplicate flag(s) (phash and dhash <= "
                          f"{report.hash_distance} bits) between DIFFERENT phantom cases: false "
                          "positives (each case is rendered from its own random stream; the "
-                         "frames share sector, pose and head template); not refused")
+                         "frames share the generator's layout: scan sector and head template, "
+                         "or the face template); not refused")
             say(ctx, f"audit note: {near_note}")
         elif not ctx.force:
             first = report.near_pairs[0]
