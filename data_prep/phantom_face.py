@@ -100,7 +100,7 @@ LANDMARK_NAMES = ("eye_small_x", "eye_large_x", "nose_tip", "mouth_small_x", "mo
 SEXES = ("M", "F")
 
 # Bumped whenever the same seed and profile would render different photos.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 _STREAM_PLAN, _STREAM_IDENTITY, _STREAM_SYNDROME, _STREAM_PHOTO, _STREAM_PHI = range(5)
 _SS = 4                 # super-sampling per axis of the polygon coverage
