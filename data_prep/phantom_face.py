@@ -68,7 +68,7 @@ Measured on one shared core (seed 0): ci (32 children, 64x64) 0.3 s, default (26
 160x160) 7 s, paper (456 children, 288x288) 37 s. MTCNN (mtcnn 1.0.0, its default thresholds)
 finds exactly one face in 249 of the 260 default photos (95.8 %; seed 1: 250, 96.2 %), its five
 keypoints 0.045 inter-ocular distances from the drawn ones on average; at confidence >= 0.95
-(data_prep.faces' threshold) only 186 (71.5 %; seed 1: 181), a few more syndromic than healthy.
+(data_prep.faces' threshold) only 184 (70.8 %; seed 1: 178), a few more syndromic than healthy.
 """
 from __future__ import annotations
 
