@@ -101,7 +101,7 @@ LANDMARK_NAMES = ("eye_small_x", "eye_large_x", "nose_tip", "mouth_small_x", "mo
 SEXES = ("M", "F")
 
 # Bumped whenever the same seed and profile would render different photos.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 _STREAM_PLAN, _STREAM_IDENTITY, _STREAM_SYNDROME, _STREAM_PHOTO, _STREAM_PHI = range(5)
 

@@ -250,7 +250,7 @@ def test_manifest_is_valid_and_complete(ci_runs, ci_manifest):
     table = pd.read_csv(ci_runs["a"] / "children.csv")
     assert list(table.case_id) == list(ci_manifest.case_id)
     assert (table[table.label == "healthy"].severity == 0).all()
-    assert table[table.label == "syndrome"].severity.between(0.55, 1.0).all()
+    assert table[table.label == "syndrome"].severity.between(*phantom_face.SEVERITY_RANGE).all()
 
 
 def test_photos_are_rgb_and_sized_by_the_profile(ci_runs, ci_manifest):
