@@ -73,7 +73,7 @@ def folder_lock(folder: str | Path, what: str, *, wait: bool = False,
     from .errors import InputError
 
     folder = Path(folder)
-    created = not folder.exists()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]   # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     key = folder.resolve()
     if key in _HELD_LOCKS:
@@ -101,8 +101,9 @@ def folder_lock(folder: str | Path, what: str, *, wait: bool = False,
             del _HELD_LOCKS[key]
     finally:
         os.close(descriptor)   # releases the lock
-        if created and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()     # nothing was written: leave no empty folder behind
+        for made in created:   # nothing was written: leave no empty folder behind
+            if made.is_dir() and not any(made.iterdir()):
+                made.rmdir()
 
 
 def write_bytes(dest: str | Path, data: bytes) -> Path:

@@ -204,6 +204,8 @@ def run_cli(main_body: Callable[[argparse.Namespace], int], parser: argparse.Arg
         results = getattr(args, "results", None)
         if results is None:
             return main_body(args)
+        if getattr(args, "runs", None) is not None:   # refused before the lock makes a folder
+            atomic.check_folder_target(args.runs, "--runs")
         with atomic.folder_lock(atomic.check_folder_target(results, "--results"), "results"):
             return main_body(args)
 

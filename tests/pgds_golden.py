@@ -9,10 +9,10 @@ under `ONEDNN_MAX_CPU_ISA=AVX2 OPENCV_CPU_DISABLE=AVX512-SKX,AVX2,FP16,AVX` (ano
 | stage | compared | tolerance | float noise measured |
 |---|---|---|---|
 | phantom, de-identification, split | manifest hash (every image), splits file | identical | identical |
-| Pgds-ResNet training | test and training scores of every image | 1e-4 | 3.9e-6 |
+| Pgds-ResNet training | test and training scores of every image | 1e-3 | 3.9e-6 (one CPU, two instruction sets); 1.8e-4 (AMD EPYC against Intel Xeon with AVX-512/AMX, either instruction set) |
 | every architecture's first epoch | mean training loss of epoch 1 | `EPOCH1_RTOL` | `EPOCH1_NOISE` |
 | thresholds, Tables 1-3, bootstrap CIs, readers | recomputed from the golden's own predictions | 1e-9 | none (no CPU-dependent step) |
-| heat-map localisation (Pgds-ResNet) | energy inside, pointing-game hit, score | 1e-3 / exact / 1e-4 | (model agrees to 4e-6) |
+| heat-map localisation (Pgds-ResNet) | energy inside, pointing-game hit, score | 1e-3 / exact / 1e-3 | (model agrees to 4e-6 on one CPU, 1.5e-4 across CPU models) |
 
 What is NOT compared, and why: the trained ResNet-34, VGG-16 and VGG-19 of the `ci` profile
 are chaotic. Two epochs of Adam on 45 images at width 4 amplify a last-bit difference: Adam
@@ -40,7 +40,10 @@ TABLES = ("table1", "table2", "table3", "gradcam_localisation")
 PREDICTIONS = GOLDEN / "predictions.csv"
 TRAINING = GOLDEN / "training.csv"
 DATA = GOLDEN / "data.json"
-SCORE_ATOL = 1e-4
+# Two epochs of training on another CPU MODEL move the scores by up to 1.8e-4 (measured: the
+# golden made on an AMD EPYC, checked on an Intel Xeon with AVX-512 and AMX, with and without
+# the instruction-set cap); 1e-3 is about 5x that, and 100x below what a real change does.
+SCORE_ATOL = 1e-3
 # Relative tolerance of the first epoch's mean training loss, per architecture: about 20x the
 # difference measured between the two instruction sets above (EPOCH1_NOISE).
 EPOCH1_NOISE = {"pgds_resnet": 0.0, "resnet34": 2.3e-5, "vgg16": 1.1e-3, "vgg19": 2.6e-3}

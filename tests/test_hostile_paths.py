@@ -101,7 +101,7 @@ def test_study_folders_that_are_files_are_refused_before_any_work(tmp_path, caps
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]   # nothing rendered or trained
 
 
-def test_os_errors_about_user_paths_become_input_errors(tmp_path, capsys):
+def test_os_errors_about_user_paths_become_input_errors(tmp_path, capsys, monkeypatch):
     def body():
         (tmp_path / "f").write_text("x")
         (tmp_path / "f" / "sub").mkdir()
@@ -111,8 +111,10 @@ def test_os_errors_about_user_paths_become_input_errors(tmp_path, capsys):
     assert line.startswith("error: ") and "f/sub" in line and "not a folder" in line
     assert as_input_error(PermissionError(13, "Permission denied", "/x")).one_line() == \
         "/x: permission denied; choose another path"
-    with pytest.raises(ZeroDivisionError):   # an internal error is not reported as bad input
-        report_bad_input(lambda: 1 / 0)
+    # An internal error is not reported as bad input: exit 3, its traceback in a log.
+    monkeypatch.setenv("SCREENING_ERROR_LOG_DIR", str(tmp_path / "logs"))
+    assert report_bad_input(lambda: 1 / 0) == 3
+    assert capsys.readouterr().err.startswith("internal error: ZeroDivisionError")
 
 
 @pytest.mark.parametrize("content, name, what", [
