@@ -138,8 +138,9 @@ def make_outputs(ctx: pipeline.StudyContext):
         if ctx.eye_bar and aligned:
             gray = _eye_bar(gray, aligned)
         hit = bool(table.loc[picks[i], "pointing_game_hit"])
-        caption = (f"{row['subtype']}  P(syndrome)={row['score']:.2f}, "
-                   f"{'hit' if hit else 'miss'}" + ("" if row["score"] >= 0.5 else "\ncalled healthy"))
+        # The row label names the syndrome; a long caption would run into panel B's title.
+        caption = (f"P(syndrome)={row['score']:.2f}, {'hit' if hit else 'miss'}"
+                   + ("" if row["score"] >= 0.5 else ", called healthy"))
         examples.append(plots.HeatmapExample(group=str(row["subtype"]), image=gray,
                                              heat=example_heats[i], caption=caption,
                                              mask=masks[sorted(masks)[picks[i]]],
