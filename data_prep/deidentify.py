@@ -53,7 +53,13 @@ Files (`deidentify_file`, `deidentify_folder`, `python -m data_prep deidentify`)
     Outputs keep the input's name and format. PNG/JPEG/BMP/TIFF are re-encoded by cv2.imwrite,
     which writes no metadata: EXIF, PNG text chunks, JPEG comments and ICC profiles of the input
     are never copied (JPEG is re-encoded at quality 100). DICOM keeps its header minus the
-    identifiers above, its pixel data written uncompressed (Explicit VR Little Endian).
+    identifiers above, its pixel data written uncompressed (Explicit VR Little Endian), whatever
+    it came in: JPEG / JPEG-LS / JPEG 2000 / RLE decoded by the pinned pylibjpeg and pyjpegls
+    plugins, YBR_* written as RGB, PALETTE COLOR through its lookup tables as RGB (8-bit when
+    the table's entries are multiples of 256), big-endian and deflated data as little-endian,
+    1-bit frames packed, 32-bit samples as 32-bit; the Image Pixel module is rewritten to match
+    (`_set_native_pixel_data`). Refused, one line naming the file: no pixel data, pixel data cut
+    short, an incomplete pixel module, a codestream no decoder accepts.
     The report (`deid_report.csv` / `deid_report.json`) lists, per image, the fraction of pixels
     blanked, the sector's kind and bounding box and the KEYWORDS of the DICOM attributes removed
     or replaced -- never a value read from the input. It does list each file's relative path,
@@ -900,6 +906,18 @@ class _Loaded:
     gray: np.ndarray            # 2-D detection image (bright = echo)
     lossy: bool
     dataset: Any = None         # DICOM only
+    pixel_format: "_PixelFormat | None" = None  # DICOM only: how `pixels` is written back
+
+
+@dataclasses.dataclass(frozen=True)
+class _PixelFormat:
+    """How decoded DICOM frames are stored when written back (native, Explicit VR LE)."""
+
+    photometric: str            # MONOCHROME1/2 or RGB (palettes and YBR_* decoded to RGB)
+    bits_allocated: int         # 1, 8, 16 or 32
+    bits_stored: int
+    signed: bool
+    source_big_endian: bool     # the input was Explicit VR Big Endian
 
 
 def _load_raster(src: Path, fmt: str) -> _Loaded:
@@ -933,28 +951,42 @@ def _dicom_detection_gray(frames: np.ndarray, photometric: str, samples: int) ->
 
 
 def _load_dicom(src: Path) -> _Loaded:
+    """Decode every frame: JPEG / JPEG-LS / JPEG 2000 / RLE with the pylibjpeg and pyjpegls
+    plugins, YBR_* to RGB (the decoders and pydicom.pixels.convert_color_space), PALETTE COLOR
+    through its lookup tables to RGB, big-endian and deflated data to native arrays."""
     import pydicom
 
     io.verify_image(src)  # header, pixel module and decoder checks as a one-line ImageReadError
     try:
         ds = pydicom.dcmread(src, force=True)
         if ds.file_meta.get("TransferSyntaxUID") is None:
-            ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+            implicit, little = getattr(ds, "original_encoding", (True, True))
+            ds.file_meta.TransferSyntaxUID = (
+                pydicom.uid.ImplicitVRLittleEndian if implicit is not False else
+                pydicom.uid.ExplicitVRLittleEndian if little is not False else
+                pydicom.uid.ExplicitVRBigEndian)
+        tsyntax = ds.file_meta.TransferSyntaxUID
         lossy = (str(ds.get("LossyImageCompression", "")).strip() == "01"
-                 or str(ds.file_meta.TransferSyntaxUID) in _LOSSY_TRANSFER_SYNTAXES)
-        if ds.file_meta.TransferSyntaxUID.is_encapsulated:
-            ds.decompress(generate_instance_uid=False)  # YBR -> RGB, native little endian
-        pixels = ds.pixel_array
+                 or str(tsyntax) in _LOSSY_TRANSFER_SYNTAXES)
+        pixels = ds.pixel_array  # RGB for every YBR_* interpretation (pydicom's as_rgb)
     except Exception as err:  # noqa: BLE001 -- library boundary: any decoder failure is bad input
-        text = str(err).strip()
-        reason = text.splitlines()[0][:300] if text else type(err).__name__
-        raise io.ImageReadError(src, f"cannot decode DICOM pixel data: {reason}") from None
+        raise io.ImageReadError(src, f"cannot decode DICOM pixel data: "
+                                     f"{io.decoder_reason(err)}") from None
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    bits_allocated = int(ds.BitsAllocated)
+    bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     frames = pixels.reshape((n_frames,) + pixels.shape[-(3 if samples == 3 else 2):])
+    if photometric == io.DICOM_PALETTE:
+        frames, bits_stored = io.dicom_palette_to_rgb(src, ds, frames)
+        bits_allocated, samples = 8 * frames.dtype.itemsize, 3
+    if samples == 3:
+        photometric = "RGB"
+    fmt = _PixelFormat(photometric, bits_allocated, bits_stored,
+                       frames.dtype.kind == "i", not tsyntax.is_little_endian)
     gray = _dicom_detection_gray(frames, photometric, samples)
-    return _Loaded("dicom", frames, gray, lossy, ds)
+    return _Loaded("dicom", frames, gray, lossy, ds, fmt)
 
 
 def _load(src: Path) -> _Loaded:
@@ -976,34 +1008,84 @@ def _write_raster(loaded: _Loaded, sector: SectorResult, dst: Path,
 def _write_dicom(loaded: _Loaded, sector: SectorResult, src: Path, dst: Path,
                  uid_map: dict[str, str],
                  box: tuple[int, int, int, int] | None = None) -> dict[str, list[str]]:
-    ds, frames = loaded.dataset, loaded.pixels
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    bits_stored = int(ds.get("BitsStored", 8 * frames.dtype.itemsize))
-    if photometric == "MONOCHROME1":  # black is the highest stored value
-        fill = (1 << (bits_stored - 1)) - 1 if frames.dtype.kind == "i" else (1 << bits_stored) - 1
+    import pydicom
+
+    ds, frames, fmt = loaded.dataset, loaded.pixels, loaded.pixel_format
+    bits_stored = fmt.bits_stored
+    if fmt.photometric == "MONOCHROME1":  # black is the highest stored value
+        fill = (1 << (bits_stored - 1)) - 1 if fmt.signed else (1 << bits_stored) - 1
     else:
-        fill = -(1 << (bits_stored - 1)) if frames.dtype.kind == "i" else 0
+        fill = -(1 << (bits_stored - 1)) if fmt.signed else 0
     blanked = frames.copy()
     blanked[:, ~sector.mask] = fill  # (N, H, W[, C]): explicit, whatever N is
     if box is not None:
         blanked = np.ascontiguousarray(blanked[:, box[1]:box[3], box[0]:box[2]])
-    if photometric.startswith("YBR"):
-        photometric = "RGB"  # pydicom decoded the colour to RGB
-    n_frames = len(frames)
-    keep_frames = "NumberOfFrames" in ds
-    try:
-        ds.set_pixel_data(blanked if n_frames > 1 else blanked[0], photometric, bits_stored,
-                          generate_instance_uid=False)
-    except NotImplementedError as err:
-        raise io.ImageReadError(src, f"cannot rewrite DICOM pixel data: {err}") from None
-    if keep_frames and "NumberOfFrames" not in ds:
-        ds.NumberOfFrames = n_frames
+    _set_native_pixel_data(ds, blanked, fmt)
     actions = _deidentify_actions(ds, uid_map)
     ds.BurnedInAnnotation = "NO"
     ds.preamble = b"\x00" * 128  # vendors may park data in the preamble
     with atomic.atomic_path(dst) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        # dcmwrite, not save_as: save_as refuses to write a big-endian input little-endian.
+        # Every element was decoded from the input's encoding above, so none is copied raw.
+        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
     return actions
+
+
+# Pixel-module elements that describe a palette or an encoding no longer there once the frames
+# are written back as native RGB / grey levels.
+_STALE_PIXEL_ELEMENTS = (
+    "RedPaletteColorLookupTableDescriptor", "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor", "AlphaPaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData", "AlphaPaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData", "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData", "SegmentedAlphaPaletteColorLookupTableData",
+    "PaletteColorLookupTableUID", "ExtendedOffsetTable", "ExtendedOffsetTableLengths")
+# Raw-byte VRs whose words a big-endian file stores swapped (word size in bytes).
+_SWAPPED_VR_WORDS = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def _set_native_pixel_data(ds, frames: np.ndarray, fmt: _PixelFormat) -> None:
+    """Store (N, H, W[, 3]) frames as native Explicit VR Little Endian pixel data and make the
+    Image Pixel module agree: 1-bit frames packed (PS3.5 8.1.1), 8-32 bit little-endian
+    words, RGB with PlanarConfiguration 0; palette tables and offset tables dropped. A
+    big-endian input's other word-valued raw elements (LUT data) are byte-swapped."""
+    from pydicom.pixels import pack_bits
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    n_frames, rows, columns = frames.shape[:3]
+    samples = frames.shape[3] if frames.ndim == 4 else 1
+    if fmt.bits_allocated == 1:
+        data = pack_bits(frames.astype(np.uint8).ravel() & 1, pad=True)
+    else:
+        kind = "i" if fmt.signed else "u"
+        data = frames.astype(f"<{kind}{fmt.bits_allocated // 8}", copy=False).tobytes()
+        data += b"\x00" * (len(data) % 2)
+    if fmt.source_big_endian:
+        for element in ds.iterall():
+            size = _SWAPPED_VR_WORDS.get(element.VR)
+            if size and element.tag != 0x7FE00010 and isinstance(element.value, bytes):
+                words = np.frombuffer(element.value, f">u{size}", len(element.value) // size)
+                element.value = words.astype(f"<u{size}").tobytes()
+    for keyword in _STALE_PIXEL_ELEMENTS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.SamplesPerPixel = samples
+    ds.PhotometricInterpretation = fmt.photometric
+    if samples > 1:
+        ds.PlanarConfiguration = 0
+    elif "PlanarConfiguration" in ds:
+        del ds.PlanarConfiguration
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated, ds.BitsStored = fmt.bits_allocated, fmt.bits_stored
+    ds.HighBit = fmt.bits_stored - 1
+    ds.PixelRepresentation = int(fmt.signed)
+    if n_frames > 1 or "NumberOfFrames" in ds:
+        ds.NumberOfFrames = n_frames
+    ds.PixelData = data
+    ds["PixelData"].VR = "OB" if fmt.bits_allocated <= 8 else "OW"
+    ds["PixelData"].is_undefined_length = False
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
 
 def deidentify_file(src: str | Path, dst: str | Path, *,

@@ -3,7 +3,7 @@
 `read_grayscale(path)` returns a 2-D `uint8` array for 8-bit sources and `uint16` for 16-bit
 PNG/TIFF and for DICOM with BitsStored > 8, whatever the file holds:
 
-- colour (RGB, BGR, RGBA, DICOM RGB / YBR_FULL / YBR_FULL_422) becomes ITU-R BT.601 luma
+- colour (RGB, BGR, RGBA, DICOM RGB / YBR_* / PALETTE COLOR) becomes ITU-R BT.601 luma
   (0.299 R + 0.587 G + 0.114 B, what cv2 COLOR_RGB2GRAY does); alpha is dropped;
 - DICOM MONOCHROME1 is inverted so that bright means echo, as in MONOCHROME2;
 - DICOM Modality LUT / Rescale Slope+Intercept is applied; when its output range would go
@@ -15,11 +15,14 @@ PNG/TIFF and for DICOM with BitsStored > 8, whatever the file holds:
   independent of any positive linear rescale anyway;
 - `frame` picks one frame of a multi-frame DICOM (cine loop).
 
-DICOM transfer syntaxes decoded with what is installed (pydicom 3 + Pillow, no extra plugin):
-Implicit/Explicit VR Little Endian, Explicit VR Big Endian, Deflated Explicit VR Little Endian,
-RLE Lossless (pydicom), JPEG Baseline and JPEG Extended with 8-bit samples (Pillow), JPEG 2000
-and JPEG 2000 Lossless (Pillow with OpenJPEG). JPEG Lossless (process 14), JPEG-LS and HTJ2K need
-pylibjpeg or GDCM and are reported as an `ImageReadError` naming the transfer syntax.
+DICOM transfer syntaxes decoded with the pinned plugins (requirements.txt: pylibjpeg with its
+libjpeg, openjpeg and rle plugins, pyjpegls, besides Pillow): Implicit/Explicit VR Little
+Endian, Explicit VR Big Endian, Deflated Explicit VR Little Endian, RLE Lossless, JPEG Baseline,
+JPEG Extended (8 and 12 bit), JPEG Lossless (processes 14 and 14 SV1), JPEG-LS lossless and
+near-lossless, JPEG 2000 (lossless and lossy, YBR_RCT / YBR_ICT returned as RGB) and HTJ2K.
+Samples of 1 (packed bits), 8, 16 and 32 bits; PALETTE COLOR is applied through the file's
+lookup tables (`dicom_palette_to_rgb`) and read as the luma of the colours. A 32-bit frame whose
+values do not fit in uint16 is scaled by 65535 / its maximum (a per-image factor).
 `decodable_transfer_syntaxes()` lists what this installation can decode.
 
 Anything wrong with a file -- missing, empty, not an image, truncated (a JPEG without its
@@ -95,7 +98,13 @@ MAX_PIXELS_ENV = "DATA_PREP_MAX_PIXELS"
 
 # DICOM photometric interpretations this reader turns into grayscale.
 _DICOM_GRAY = ("MONOCHROME1", "MONOCHROME2")
-_DICOM_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422")
+# Three-sample interpretations the decoders return as RGB (YBR_ICT / YBR_RCT: JPEG 2000's
+# irreversible / reversible colour transforms, undone by the decoder).
+_DICOM_COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
+# One sample per pixel, an index into the file's red/green/blue lookup tables.
+DICOM_PALETTE = "PALETTE COLOR"
+# Bits per sample this reader decodes: 1 (packed bits, e.g. segmentations), 8, 16, 32.
+_DICOM_BITS_ALLOCATED = (1, 8, 16, 32)
 
 _US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 _US_MULTIFRAME_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
@@ -468,7 +477,8 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import get_decoder
-    from pydicom.uid import UID, ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian
+    from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
+                             ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 
     import warnings
 
@@ -490,6 +500,9 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
                                    "is complete (cut short)")
     if pixel_tag not in ds:
         if not preamble and "Rows" not in ds:
+            if "SOPClassUID" in ds and "SOPInstanceUID" in ds:
+                raise ImageReadError(path, "DICOM data set without preamble or file meta has no "
+                                           "PixelData element (not an image)")
             raise ImageReadError(path, "not a DICOM file (no 'DICM' marker at byte 128 and no "
                                        "DICOM image elements)")
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
@@ -506,6 +519,14 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
         ds.file_meta = meta if meta is not None else pydicom.dataset.FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = tsyntax
     tsyntax = UID(str(tsyntax))
+    if tsyntax == DeflatedExplicitVRLittleEndian:
+        # Deferred values of a deflated data set point into the inflated stream, not the file:
+        # read it whole (its pixel data is native, so the size check below stays valid).
+        try:
+            ds = pydicom.dcmread(path, force=not preamble)
+        except Exception as err:  # noqa: BLE001 -- a corrupt deflate stream is bad input
+            raise ImageReadError(path, f"cannot inflate the deflated DICOM data set: "
+                                       f"{_first_line(err)}") from None
 
     rows = _dicom_int(ds, "Rows")
     columns = _dicom_int(ds, "Columns")
@@ -515,6 +536,9 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
     representation = _dicom_int(ds, "PixelRepresentation", 0)
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     frames = _dicom_int(ds, "NumberOfFrames", 1) or 1
+    if "NumberOfFrames" in ds and _dicom_int(ds, "NumberOfFrames") is None:
+        raise ImageReadError(path, f"corrupt DICOM: NumberOfFrames "
+                                   f"{str(ds['NumberOfFrames'].value)[:20]!r} is not a number")
 
     missing = [name for name, value in (("Rows", rows), ("Columns", columns),
                                         ("BitsAllocated", bits_allocated)) if not value]
@@ -523,17 +547,24 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
     if missing:
         raise ImageReadError(path, f"DICOM image pixel module incomplete: missing or zero "
                                    f"{', '.join(missing)}")
-    if photometric not in _DICOM_GRAY + _DICOM_COLOUR:
+    supported = _DICOM_GRAY + (DICOM_PALETTE,) + _DICOM_COLOUR
+    if photometric not in supported:
         raise ImageReadError(path, f"unsupported DICOM PhotometricInterpretation "
-                                   f"'{photometric}' (supported: "
-                                   f"{', '.join(_DICOM_GRAY + _DICOM_COLOUR)})")
-    expected_samples = 1 if photometric in _DICOM_GRAY else 3
+                                   f"'{photometric}' (supported: {', '.join(supported)})")
+    expected_samples = 3 if photometric in _DICOM_COLOUR else 1
     if samples != expected_samples:
         raise ImageReadError(path, f"corrupt DICOM: SamplesPerPixel {samples} does not fit "
                                    f"PhotometricInterpretation {photometric}")
-    if bits_allocated not in (8, 16):
+    if bits_allocated not in _DICOM_BITS_ALLOCATED:
         raise ImageReadError(path, f"unsupported DICOM bit depth: BitsAllocated "
-                                   f"{bits_allocated} (8 and 16 are supported)")
+                                   f"{bits_allocated} (1, 8, 16 and 32 are supported)")
+    if photometric == DICOM_PALETTE:
+        missing = [f"{colour}PaletteColorLookupTable{part}" for colour in ("Red", "Green", "Blue")
+                   for part in ("Descriptor", "Data")
+                   if f"{colour}PaletteColorLookupTable{part}" not in ds]
+        if missing and "SegmentedRedPaletteColorLookupTableData" not in ds:
+            raise ImageReadError(path, f"corrupt DICOM: PALETTE COLOR without "
+                                       f"{', '.join(missing[:2])}")
     if not bits_stored or not 1 <= bits_stored <= bits_allocated:
         raise ImageReadError(path, f"corrupt DICOM: BitsStored {bits_stored} with BitsAllocated "
                                    f"{bits_allocated}")
@@ -561,12 +592,11 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
             tell = getattr(element, "value_tell", None)
             if tell is not None and length != 0xFFFFFFFF:
                 length = min(length, max(path.stat().st_size - tell, 0))
-        per_sample = bits_allocated // 8
         if photometric == "YBR_FULL_422":
-            frame_bytes = rows * columns * 2 * per_sample  # 2:1 horizontal chroma subsampling
+            frame_bits = rows * columns * 2 * bits_allocated  # 2:1 horizontal chroma subsampling
         else:
-            frame_bytes = rows * columns * samples * per_sample
-        needed = frame_bytes * frames
+            frame_bits = rows * columns * samples * bits_allocated
+        needed = (frame_bits * frames + 7) // 8  # 1-bit data is packed across frames
         if length == 0xFFFFFFFF:
             raise ImageReadError(path, "corrupt DICOM: native pixel data with undefined length")
         if length < needed:
@@ -582,6 +612,15 @@ def _first_line(err: BaseException) -> str:
     return (text.splitlines()[0] if text else type(err).__name__)[:300]
 
 
+def decoder_reason(err: BaseException) -> str:
+    """A decoder failure on one line: pydicom's "exceptions were raised by all available
+    plugins:" is followed by one line per plugin, which carry the reasons."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return (lines[0] + " " + "; ".join(lines[1:]))[:400]
+    return _first_line(err)
+
+
 def _check_frame(path: Path, frame: int, frames: int) -> None:
     if not isinstance(frame, (int, np.integer)) or isinstance(frame, bool):
         raise TypeError(f"frame must be an int, not {type(frame).__name__}")
@@ -595,12 +634,15 @@ def _decode_dicom_frame(path: Path, header: _DicomHeader, frame: int) -> np.ndar
 
     try:
         # Native data read from a file with a preamble: only this frame's bytes are read.
-        source = path if not header.transfer_syntax.is_encapsulated and \
-            header.dataset.preamble is not None else header.dataset
-        array = pixel_array(source, index=frame)
+        from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+        from_file = (not header.transfer_syntax.is_encapsulated
+                     and header.transfer_syntax != DeflatedExplicitVRLittleEndian
+                     and header.dataset.preamble is not None)
+        array = pixel_array(path if from_file else header.dataset, index=frame)
     except Exception as err:  # noqa: BLE001 -- library boundary: any decoder failure is bad input
         raise ImageReadError(path, f"cannot decode DICOM pixel data "
-                                   f"({header.transfer_syntax.name}): {_first_line(err)}") from None
+                                   f"({header.transfer_syntax.name}): {decoder_reason(err)}") from None
     expected = (header.rows, header.columns) + ((3,) if header.samples == 3 else ())
     if array.shape != expected:
         raise ImageReadError(path, f"corrupt DICOM: decoded frame has shape {array.shape}, "
@@ -608,26 +650,31 @@ def _decode_dicom_frame(path: Path, header: _DicomHeader, frame: int) -> np.ndar
     return array
 
 
-def _check_encapsulated(path: Path, header: _DicomHeader) -> None:
+def _check_encapsulated(path: Path, header: _DicomHeader, only: int | None = None) -> None:
     """Cheap completeness check of compressed DICOM pixel data, without decoding.
 
     Every frame must be present as encapsulated items, and for JPEG-family syntaxes (JPEG,
-    JPEG 2000, HTJ2K) each frame's codestream must end with its FF D9 end marker.
+    JPEG-LS, JPEG 2000, HTJ2K) each frame's codestream must end with its FF D9 end marker.
+    `only`: check that frame alone (reading one frame of a loop whose last frame is cut).
     """
     from pydicom.encaps import generate_frames
 
     try:
         data = header.dataset.PixelData
-        frames = list(generate_frames(data, number_of_frames=header.frames))
+        frames = dict(enumerate(generate_frames(data, number_of_frames=header.frames)))
     except Exception as err:  # noqa: BLE001 -- malformed item structure is bad input
         raise ImageReadError(path, f"corrupt compressed DICOM pixel data: "
                                    f"{_first_line(err)}") from None
-    if len(frames) < header.frames:
+    if only is None and len(frames) < header.frames:
         raise ImageReadError(path, f"truncated DICOM pixel data: {len(frames)} compressed "
                                    f"frame(s), NumberOfFrames says {header.frames}")
+    if only is not None:
+        frames = {only: frames[only]} if only in frames else {}
     if str(header.transfer_syntax).startswith("1.2.840.10008.1.2.4."):
-        for index, frame in enumerate(frames):
-            if not frame.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        for index, frame in frames.items():
+            # An odd-length codestream is padded to even length, with 00 or (some encoders) FF.
+            tail = frame.rstrip(b"\x00")
+            if not (tail.endswith(b"\xff\xd9") or tail.endswith(b"\xff\xd9\xff")):
                 raise ImageReadError(path, f"truncated DICOM pixel data: compressed frame "
                                            f"{index} has no end-of-image marker")
 
@@ -635,9 +682,13 @@ def _check_encapsulated(path: Path, header: _DicomHeader) -> None:
 def _dicom_to_gray(path: Path, header: _DicomHeader, array: np.ndarray) -> np.ndarray:
     """Decoded DICOM frame -> unsigned 2-D grayscale (see the module docstring)."""
     bits = header.bits_stored
-    if header.samples == 3:
-        # pydicom has already converted YBR_FULL(_422) to RGB.
-        if array.dtype not in (np.uint8, np.uint16):
+    if header.photometric == DICOM_PALETTE:
+        array, bits = dicom_palette_to_rgb(path, header.dataset, array)
+    if array.ndim == 3:
+        # pydicom and the JPEG 2000 decoders have already converted YBR_* to RGB.
+        if bits > 16:  # 32-bit samples: the top 16 stored bits (one shift for the whole file)
+            array = (array.astype(np.uint32) >> np.uint32(bits - 16)).astype(np.uint16)
+        elif array.dtype not in (np.uint8, np.uint16):
             array = np.clip(array, 0, None).astype(np.uint16 if bits > 8 else np.uint8)
         return cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2GRAY)
 
@@ -656,7 +707,10 @@ def _dicom_to_gray(path: Path, header: _DicomHeader, array: np.ndarray) -> np.nd
         from pydicom.pixels import apply_modality_lut
 
         try:
-            lut_range = apply_modality_lut(np.arange(stored_lo, stored_hi + 1), ds)
+            # 32-bit data: the two ends only (a rescale is linear; 2**32 values are too many).
+            stored = (np.arange(stored_lo, stored_hi + 1) if bits <= 16
+                      else np.array([stored_lo, stored_hi], np.int64))
+            lut_range = apply_modality_lut(stored, ds)
             out_lo, out_hi = float(np.min(lut_range)), float(np.max(lut_range))
         except Exception as err:  # noqa: BLE001 -- malformed LUT / rescale values
             raise ImageReadError(path, f"corrupt DICOM Modality LUT/rescale: "
@@ -669,14 +723,39 @@ def _dicom_to_gray(path: Path, header: _DicomHeader, array: np.ndarray) -> np.nd
         if not header.signed:
             values, top = array, stored_hi
         else:
-            values, top = array.astype(np.int32) - stored_lo, stored_hi - stored_lo
+            values, top = array.astype(np.int64) - stored_lo, stored_hi - stored_lo
 
     if header.photometric == "MONOCHROME1":
-        values = top - values.astype(np.int32 if values.dtype.kind in "ui" else values.dtype)
+        values = top - values.astype(np.int64 if values.dtype.kind in "ui" else values.dtype)
+    if top > 65535:
+        # 32-bit samples (dose grids, parametric maps): kept exactly when this frame's values
+        # fit in uint16, else scaled by 65535 / this frame's maximum (a per-image factor).
+        peak = float(np.max(values)) if values.size else 0.0
+        if peak > 65535:
+            values = np.rint(values.astype(np.float64) * (65535.0 / peak))
+        top = 65535
     dtype = np.uint8 if bits <= 8 and top <= 255 else np.uint16
     if values.dtype != dtype:  # values already lie in [0, top]; clip only guards rounding
         values = np.clip(values, 0, top).astype(dtype)
     return values
+
+
+def dicom_palette_to_rgb(path: Path, ds, indices: np.ndarray) -> tuple[np.ndarray, int]:
+    """PALETTE COLOR indices -> (RGB array, bits per sample): the file's lookup tables applied
+    (pydicom.pixels.apply_color_lut). 16-bit tables whose entries are all multiples of 256 (an
+    8-bit palette stored in 16-bit words, as scanners write it) give exact 8-bit RGB."""
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        rgb = apply_color_lut(indices, ds)
+    except Exception as err:  # noqa: BLE001 -- malformed lookup tables are bad input
+        raise ImageReadError(path, f"corrupt DICOM palette lookup table: "
+                                   f"{_first_line(err)}") from None
+    if rgb.dtype == np.uint8:
+        return rgb, 8
+    if not np.any(rgb & np.uint16(0xFF)):
+        return (rgb >> np.uint16(8)).astype(np.uint8), 8
+    return rgb.astype(np.uint16), 16
 
 
 # --------------------------------------------------------------------------- public readers
@@ -693,6 +772,9 @@ def read_grayscale(path: str | Path, frame: int = 0) -> np.ndarray:
     if kind == "dicom":
         header = _read_dicom_header(path, head)
         _check_frame(path, frame, header.frames)
+        if header.transfer_syntax.is_encapsulated:
+            # libjpeg decodes a codestream cut short without an error: check for its end first.
+            _check_encapsulated(path, header, only=frame)
         return _dicom_to_gray(path, header, _decode_dicom_frame(path, header, frame))
     _check_frame(path, frame, 1)
     data = _read_all(path)

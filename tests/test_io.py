@@ -446,11 +446,11 @@ def _bad_dicom_cut_file(tmp):
     return path, "DICOM"
 
 
-def _bad_dicom_32bit(tmp):
+def _bad_dicom_12bit_allocated(tmp):
     f = _frames(1, 4, 4, 100)
-    path = _dicom(tmp / "b32.dcm", f, pixel_bytes=f.astype("<u4").tobytes(),
-                  extra={"BitsAllocated": 32, "BitsStored": 32, "HighBit": 31})
-    return path, "BitsAllocated 32"
+    path = _dicom(tmp / "b12.dcm", f, pixel_bytes=f.astype("<u2").tobytes(),
+                  extra={"BitsAllocated": 12, "BitsStored": 12, "HighBit": 11})
+    return path, "BitsAllocated 12"
 
 
 def _bad_dicom_palette(tmp):
@@ -458,9 +458,10 @@ def _bad_dicom_palette(tmp):
     return _dicom(tmp / "pal.dcm", f, photometric="PALETTE COLOR"), "PALETTE COLOR"
 
 
-def _bad_dicom_jpeg_lossless(tmp):
+def _bad_dicom_jpeg_lossless_garbage(tmp):
     f = _frames(1, 4, 4, 100)
-    path = _dicom(tmp / "jls.dcm", f, tsyntax=JPEGLossless, pixel_bytes=encapsulate([b"\xff\xd8" * 8]))
+    path = _dicom(tmp / "jls.dcm", f, tsyntax=JPEGLossless,
+                  pixel_bytes=encapsulate([b"\xff\xd8" * 7 + b"\xff\xd9"]))
     return path, "JPEG Lossless"
 
 
@@ -489,7 +490,8 @@ BROKEN = [
     _bad_truncated_jpeg, _bad_jpeg_missing_only_eoi, _bad_truncated_jpeg_with_exif_thumbnail,
     _bad_truncated_png, _bad_png_crc, _bad_random_bytes_png, _bad_empty_file, _bad_text_named_dcm,
     _bad_text_named_jpg, _bad_dicom_without_pixel_data, _bad_dicom_truncated_pixels,
-    _bad_dicom_cut_file, _bad_dicom_jpeg_frame_cut, _bad_dicom_32bit, _bad_dicom_palette, _bad_dicom_jpeg_lossless,
+    _bad_dicom_cut_file, _bad_dicom_jpeg_frame_cut, _bad_dicom_12bit_allocated, _bad_dicom_palette,
+    _bad_dicom_jpeg_lossless_garbage,
     _bad_missing_file, _bad_directory, _bad_float_tiff,
 ]
 
