@@ -20,7 +20,16 @@ Pixels (`find_scan_sector`, `blank_outside_sector`)
     3. Burned-in graphics ON the image, where a sector mask cannot reach, are cut out of the
        hull: the bars of step 1 (with the markers drawn against them) and dark label boxes
        (near-black rectangles, text closed over, that fill their bounding box and have >= 3
-       straight sides), e.g. the scanner-name box of the HC18 frames.
+       straight sides), e.g. the scanner-name box of the HC18 frames; and text strokes the
+       convex hull takes in (`_find_text_strokes`): a line of text touching the sector, such
+       as a "DOE JANE PID ..." banner at the top of a fan, lies in the hull's notch above the
+       fan or pulls the hull over itself. Bright one-coloured components inside the hull that
+       do not survive a full-resolution opening of the signal (bright exactly flat 3x3 patches
+       taken out first) are cut out by their boxes, also where they reach into the fan; a frame
+       where one touches the sector is reported "burned-in text may remain" (report column
+       `pixel_warning`; a DICOM keeps BurnedInAnnotation YES), since glyphs drawn on over the
+       anatomy cannot always be told from it. On ../shared/data: 1 of 48 frames so reported
+       (HC18 143_2HC, a bright echo line at the fan's edge).
     4. Label templates: a label box holding text is a device's fixed label; `deidentify_folder`
        learns such patches from a sample of the frames and finds them by template matching in
        every frame (HC18 362_HC and 487_HC carry the label on equally dark anatomy, where step 3
@@ -47,7 +56,9 @@ DICOM (`deidentify_dataset`)
     other person name (VR PN) is emptied; any other date/time (DA, DT, TM) is removed; any other
     instance UID that is not a registered DICOM UID is replaced. PatientIdentityRemoved = YES,
     DeidentificationMethod(CodeSequence), LongitudinalTemporalInformationModified = REMOVED and,
-    after the pixels are blanked, BurnedInAnnotation = NO are set.
+    after the pixels are blanked, BurnedInAnnotation = NO are set (YES when text strokes were
+    found reaching into the sector: the report's pixel_warning then says "burned-in text may
+    remain").
 
 Files (`deidentify_file`, `deidentify_folder`, `python -m data_prep deidentify`)
     Outputs keep the input's name and format. PNG/JPEG/BMP/TIFF are re-encoded by cv2.imwrite,
@@ -146,6 +157,19 @@ _BAR_FLAT_WIDTH = 5
 _BAR_MIN_LENGTH = 31
 _BAR_MAX_WIDTH = 40
 _BAR_MIN_GREY_RANGE = 64
+# Text strokes outside the sector: signal that an opening with this disk (full resolution)
+# removes, in components of at least this many pixels (smaller ones are edge jaggies).
+_STROKE_OPEN = 7
+_STROKE_MIN_PIXELS = 10
+# Burned-in graphics are drawn in flat colours: bright pixels (>= this level) whose 3x3
+# neighbourhood is exactly one value are graphics, not speckle; a stroke component must have
+# at least this share of its pixels within _STROKE_PEAK_RANGE grey levels of its brightest
+# value, itself >= _FLAT_LEVEL (the core of an antialiased glyph: 0.35 for a 1 px "7").
+_FLAT_LEVEL = 128
+_STROKE_PEAK_RANGE = 16
+_STROKE_PEAK_SHARE = 0.25
+_STROKE_MODE_SHARE = 0.25    # or this share at one value >= _FLAT_LEVEL (a banner's fill)
+TEXT_MAY_REMAIN = "burned-in text may remain"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +184,10 @@ class SectorResult:
     label_templates: 8-bit patches of the label boxes found here that hold text; pass them as
     `templates` for other frames of the same device to find the same label where it is harder
     to see (`deidentify_folder` does this).
+    text_may_remain: text strokes found outside the sector reach into it (a banner touching
+    the top of a fan): their boxes are blanked, but glyphs drawn over the anatomy cannot always be
+    told from it, so the frame is reported as "burned-in text may remain" (and a DICOM keeps
+    BurnedInAnnotation YES).
     """
 
     mask: np.ndarray
@@ -167,6 +195,7 @@ class SectorResult:
     bbox: tuple[int, int, int, int]
     overlay_boxes: tuple[tuple[int, int, int, int], ...] = ()
     label_templates: tuple[np.ndarray, ...] = ()
+    text_may_remain: bool = False
 
 
 def _to_uint8(gray: np.ndarray) -> np.ndarray:
@@ -302,6 +331,48 @@ def _find_bars(gray8: np.ndarray) -> list[tuple[int, int, int, int]]:
                 x0, y0, x1, y1 = y0, x0, y1, x1
             boxes.append((max(0, x0), max(0, y0), min(width, x1), min(height, y1)))
     return boxes
+
+
+def _find_text_strokes(gray8: np.ndarray, hull: np.ndarray, level: int
+                       ) -> tuple[list[tuple[int, int, int, int]], bool]:
+    """Text strokes inside the sector's hull but outside the sector itself.
+
+    The hull is convex: a line of text touching the fan (a "DOE JANE PID ..." banner at its
+    top) lies in the hull's concave notch, or pulls the hull over itself. At full resolution,
+    the sector proper is the signal, less bright exactly flat 3x3 patches (glyph cores, banner
+    fills: speckle is never flat), that survives an opening with a 7 px disk, holes filled
+    (dark fluid and saturated echoes inside stay in); strokes do not survive. A component of
+    what is left inside the hull, of >= 10 pixels with >= 25% of them within 16 grey levels of
+    its brightest value or >= 25% at one value, that value >= 128 (text and banners are drawn in one bright
+    colour, antialiased at most; speckle varies), is a stroke. Returns the strokes' boxes (2 px
+    margin) and whether any touches the sector proper (its glyphs may go on over the anatomy).
+    """
+    from scipy import ndimage
+
+    signal = (gray8 > level).astype(np.uint8)
+    square = np.ones((3, 3), np.uint8)
+    flat = (cv2.dilate(gray8, square) == cv2.erode(gray8, square)) & (gray8 >= _FLAT_LEVEL)
+    proper = cv2.morphologyEx(signal & ~flat, cv2.MORPH_OPEN, _disk(_STROKE_OPEN))
+    proper = ndimage.binary_fill_holes(proper)
+    strokes = (signal > 0) & hull & ~proper
+    if not strokes.any():
+        return [], False
+    height, width = gray8.shape
+    near = cv2.dilate(proper.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    labels, stats = _components(strokes.astype(np.uint8), 8)
+    boxes, touching = [], False
+    for label, (x, y, w, h, area) in enumerate(stats, start=1):
+        if area < _STROKE_MIN_PIXELS:
+            continue
+        counts = np.bincount(gray8[y:y + h, x:x + w][labels[y:y + h, x:x + w] == label])
+        peak, mode = len(counts) - 1, int(counts.argmax())
+        one_colour = mode >= _FLAT_LEVEL and counts[mode] >= _STROKE_MODE_SHARE * area
+        near_peak = counts[max(0, peak - _STROKE_PEAK_RANGE):].sum()
+        if not one_colour and (peak < _FLAT_LEVEL or near_peak < _STROKE_PEAK_SHARE * area):
+            continue
+        boxes.append((max(0, x - 2), max(0, y - 2), min(width, x + w + 2), min(height, y + h + 2)))
+        touching |= bool(near[y:y + h, x:x + w][labels[y:y + h, x:x + w] == label].any())
+    return boxes, touching
 
 
 def _find_label_boxes(gray8: np.ndarray) -> list[tuple[tuple[int, int, int, int],
@@ -444,14 +515,16 @@ def find_scan_sector(gray: np.ndarray, *, lossy: bool | None = None,
     labels = _find_label_boxes(gray8)
     learnt = tuple(t for t in (_label_template(gray8, exact) for _, exact in labels)
                    if t is not None)
-    overlays = bars + [padded for padded, _ in labels]
+    strokes, touching = _find_text_strokes(without_bars, sector.astype(bool),
+                                           _signal_level(gray8, lossy))
+    overlays = bars + [padded for padded, _ in labels] + strokes
     for box in _match_templates(gray8, templates):
         if box not in overlays:
             overlays.append(box)
     keep = sector.astype(bool)
     for x0, y0, x1, y1 in overlays:
         keep[y0:y1, x0:x1] = False
-    return SectorResult(keep, kind, bbox, tuple(overlays), learnt)
+    return SectorResult(keep, kind, bbox, tuple(overlays), learnt, touching)
 
 
 def blank_outside_sector(gray: np.ndarray, mask: np.ndarray, *, fill: int | float = 0) -> np.ndarray:
@@ -839,7 +912,7 @@ REPORT_COLUMNS = ("image_path", "format", "width", "height", "frames", "sector_k
                   "sector_x0", "sector_y0", "sector_x1", "sector_y1", "n_overlays",
                   "fraction_blanked", "fraction_signal_blanked", "dicom_removed",
                   "dicom_emptied", "dicom_dummy", "dicom_uids_replaced",
-                  "dicom_private_removed", "cropped")
+                  "dicom_private_removed", "cropped", "pixel_warning")
 
 _RASTER_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp",
                    ".tif": "tiff", ".tiff": "tiff"}
@@ -894,6 +967,7 @@ def _report_row(name: str, fmt: str, shape: tuple[int, int], frames: int, sector
         "dicom_uids_replaced": ";".join(actions.get("U", [])),
         "dicom_private_removed": len(actions.get("private", [])),
         "cropped": bool(cropped),
+        "pixel_warning": TEXT_MAY_REMAIN if sector.text_may_remain else "",
     }
 
 
@@ -1022,7 +1096,8 @@ def _write_dicom(loaded: _Loaded, sector: SectorResult, src: Path, dst: Path,
         blanked = np.ascontiguousarray(blanked[:, box[1]:box[3], box[0]:box[2]])
     _set_native_pixel_data(ds, blanked, fmt)
     actions = _deidentify_actions(ds, uid_map)
-    ds.BurnedInAnnotation = "NO"
+    # NO only when no text was found reaching into the sector (see SectorResult).
+    ds.BurnedInAnnotation = "YES" if sector.text_may_remain else "NO"
     ds.preamble = b"\x00" * 128  # vendors may park data in the preamble
     with atomic.atomic_path(dst) as tmp:
         # dcmwrite, not save_as: save_as refuses to write a big-endian input little-endian.
