@@ -1319,6 +1319,11 @@ def deidentify_folder(images_dir: str | Path | None, out_dir: str | Path,
             if progress_every and (number % progress_every == 0 or number == len(rel_paths)):
                 say(f"deidentify: {number}/{len(rel_paths)} images "
                     f"({time.perf_counter() - started:.1f} s)")
+        flagged = [row["image_path"] for row in rows if row["pixel_warning"]]
+        if flagged:
+            say(f"deidentify: {len(flagged)} image(s) {TEXT_MAY_REMAIN} (text reaches into the "
+                f"sector; pixel_warning in {REPORT_CSV}, BurnedInAnnotation YES), first: "
+                f"{flagged[0]}")
         report = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
         atomic.write_csv(stage / REPORT_CSV, report)
         atomic.write_json(stage / REPORT_JSON, _report_document(rows))

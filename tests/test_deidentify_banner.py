@@ -93,3 +93,15 @@ def test_dicom_burned_in_annotation_and_report(tmp_path, touching):
     assert row["pixel_warning"] == (deid.TEXT_MAY_REMAIN if touching else "")
     out = ds.pixel_array
     assert not out[~fan & (image != frame)].any()    # the banner's outside part is black
+
+
+def test_folder_run_names_the_frames_where_text_may_remain(tmp_path):
+    frame, fan = _fan()
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "banner.png"), _bright_text(frame, fan, 0.8, 2, 6)[0])
+    cv2.imwrite(str(tmp_path / "in" / "clean.png"), frame)
+    said = []
+    report = deid.deidentify_folder(tmp_path / "in", tmp_path / "out", progress=said.append)
+    flagged = report.set_index("image_path")["pixel_warning"].fillna("")
+    assert flagged.to_dict() == {"banner.png": deid.TEXT_MAY_REMAIN, "clean.png": ""}
+    assert any(deid.TEXT_MAY_REMAIN in line and "banner.png" in line for line in said)
