@@ -182,3 +182,23 @@ def test_same_pixels_in_other_encodings_deidentify_alike(tmp_path, reference, ot
     second_px = pydicom.dcmread(second).pixel_array.astype(np.int64)
     assert first_px.shape == second_px.shape
     assert np.array_equal(first_px * factor, second_px)
+
+
+@pytest.mark.parametrize("name", ["MR_truncated.dcm", "rtplan.dcm", "JPEG-lossy.dcm"])
+def test_cli_refuses_a_file_without_intact_pixels_with_exit_2(tmp_path, name):
+    import shutil
+    import subprocess
+    import sys
+
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copyfile(CORPUS / "MR_small.dcm", source / "MR_small.dcm")
+    shutil.copyfile(CORPUS / name, source / name)
+    done = subprocess.run([sys.executable, "-m", "data_prep", "deidentify", "--images",
+                           str(source), "--out", str(tmp_path / "out")],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                          text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr[-1000:]
+    assert name in lines[-1] and REFUSED[name] in lines[-1]
+    assert not (tmp_path / "out").exists()  # nothing written
