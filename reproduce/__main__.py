@@ -65,6 +65,9 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("gs_vgg16", "heatmaps"): Target("reproduce.gs_vgg16.heatmaps", (), "Hong 2021 Figure 3: "
                                      "Grad-CAM per syndrome, pointing game and energy inside "
                                      "the truth masks"),
+    ("gs_vgg16", "predict"): Target("reproduce.gs_vgg16.predict", (), "detect and align each face "
+                                    "photo of a folder, then P(syndrome), call and heat-map "
+                                    "(--images DIR --weights W.keras)"),
     ("gs_vgg16", "all"): Target("reproduce.gs_vgg16.all", (), "train once, then every Hong 2021 "
                                 "table and figure"),
 }
