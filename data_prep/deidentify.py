@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -83,6 +84,9 @@ from .errors import InputError
 __all__ = [
     "BASIC_PROFILE_ACTIONS",
     "DEIDENTIFICATION_METHOD",
+    "DeidentificationOptions",
+    "DicomRun",
+    "PROFILE_TABLE",
     "REPORT_COLUMNS",
     "SectorResult",
     "add_cli",
@@ -491,210 +495,160 @@ def crop_to_sector(gray: np.ndarray, *, lossy: bool | None = None,
 
 DEIDENTIFICATION_METHOD = "PS3.15 E.1 Basic Profile; pixels outside scan sector blanked"
 
-# DICOM PS3.15 (2024) Annex E, Table E.1-1 "Application Level Confidentiality Profile
-# Attributes", column "Basic Prof.": keyword -> action. D = replace with a dummy value,
-# Z = replace with a zero-length value, X = remove, U = replace the UID with a new one,
-# consistent within the run. Where the table offers a choice (X/Z, Z/D, X/Z/D, X/D, X/Z/U*) we
-# take Z for attributes the US Image IOD requires to be present (type 2) and X otherwise.
-BASIC_PROFILE_ACTIONS: dict[str, str] = {
-    # --- patient
-    "PatientName": "Z",
-    "PatientID": "Z",
-    "IssuerOfPatientID": "X",
-    "IssuerOfPatientIDQualifiersSequence": "X",
-    "TypeOfPatientID": "X",
-    "PatientBirthDate": "Z",
-    "PatientBirthTime": "X",
-    "PatientSex": "Z",
-    "PatientAge": "X",
-    "PatientSize": "X",
-    "PatientWeight": "X",
-    "PatientSexNeutered": "X",
-    "OtherPatientIDs": "X",
-    "OtherPatientIDsSequence": "X",
-    "OtherPatientNames": "X",
-    "PatientBirthName": "X",
-    "PatientMotherBirthName": "X",
-    "PatientAddress": "X",
-    "PatientTelephoneNumbers": "X",
-    "PatientTelecomInformation": "X",
-    "PatientReligiousPreference": "X",
-    "CountryOfResidence": "X",
-    "RegionOfResidence": "X",
-    "MilitaryRank": "X",
-    "BranchOfService": "X",
-    "MedicalRecordLocator": "X",
-    "EthnicGroup": "X",
-    "Occupation": "X",
-    "AdditionalPatientHistory": "X",
-    "PatientComments": "X",
-    "MedicalAlerts": "X",
-    "Allergies": "X",
-    "PregnancyStatus": "X",
-    "SmokingStatus": "X",
-    "LastMenstrualDate": "X",
-    "PatientState": "X",
-    "SpecialNeeds": "X",
-    "ResponsiblePerson": "X",
-    "ResponsiblePersonRole": "X",
-    "ResponsibleOrganization": "X",
-    "PatientInsurancePlanCodeSequence": "X",
-    "PatientPrimaryLanguageCodeSequence": "X",
-    "ReferencedPatientSequence": "X",
-    "ReferencedPatientPhotoSequence": "X",
-    "PatientInstitutionResidence": "X",
-    "CurrentPatientLocation": "X",
-    "AdmissionID": "X",
-    "IssuerOfAdmissionIDSequence": "X",
-    "AdmittingDiagnosesDescription": "X",
-    "AdmittingDiagnosesCodeSequence": "X",
-    "AdmittingDate": "X",
-    "AdmittingTime": "X",
-    "DischargeDate": "X",
-    "DischargeTime": "X",
-    "VisitComments": "X",
-    "ServiceEpisodeID": "X",
-    "ServiceEpisodeDescription": "X",
-    "IssuerOfServiceEpisodeIDSequence": "X",
-    # --- study / request
-    "StudyDate": "Z",
-    "StudyTime": "Z",
-    "AccessionNumber": "Z",
-    "IssuerOfAccessionNumberSequence": "X",
-    "StudyID": "Z",
-    "StudyDescription": "X",
-    "StudyComments": "X",
-    "ReasonForStudy": "X",
-    "ReferringPhysicianName": "Z",
-    "ReferringPhysicianAddress": "X",
-    "ReferringPhysicianTelephoneNumbers": "X",
-    "ReferringPhysicianIdentificationSequence": "X",
-    "ConsultingPhysicianName": "X",
-    "ConsultingPhysicianIdentificationSequence": "X",
-    "PhysiciansOfRecord": "X",
-    "PhysiciansOfRecordIdentificationSequence": "X",
-    "NameOfPhysiciansReadingStudy": "X",
-    "PhysiciansReadingStudyIdentificationSequence": "X",
-    "RequestingPhysician": "X",
-    "RequestingService": "X",
-    "ReferencedStudySequence": "X",
-    "RequestAttributesSequence": "X",
-    "RequestedProcedureDescription": "X",
-    "RequestedProcedureID": "X",
-    "RequestedProcedureComments": "X",
-    "RequestedProcedureLocation": "X",
-    "ReasonForTheRequestedProcedure": "X",
-    "ImagingServiceRequestComments": "X",
-    "FillerOrderNumberImagingServiceRequest": "X",
-    "PlacerOrderNumberImagingServiceRequest": "X",
-    "OrderEnteredBy": "X",
-    "OrderEntererLocation": "X",
-    "OrderCallbackPhoneNumber": "X",
-    "ScheduledPerformingPhysicianName": "X",
-    "ScheduledProcedureStepDescription": "X",
-    "ScheduledProcedureStepID": "X",
-    "ScheduledStationName": "X",
-    "ScheduledStudyLocation": "X",
-    # --- series / equipment / acquisition
-    "SeriesDate": "X",
-    "SeriesTime": "X",
-    "AcquisitionDate": "X",
-    "AcquisitionTime": "X",
-    "AcquisitionDateTime": "X",
-    "ContentDate": "Z",
-    "ContentTime": "Z",
-    "InstanceCreationDate": "X",
-    "InstanceCreationTime": "X",
-    "OverlayDate": "X",
-    "OverlayTime": "X",
-    "CurveDate": "X",
-    "CurveTime": "X",
-    "TimezoneOffsetFromUTC": "X",
-    "SeriesDescription": "X",
-    "ProtocolName": "X",
-    "PerformingPhysicianName": "X",
-    "PerformingPhysicianIdentificationSequence": "X",
-    "OperatorsName": "X",
-    "OperatorIdentificationSequence": "X",
-    "InstitutionName": "X",
-    "InstitutionAddress": "X",
-    "InstitutionalDepartmentName": "X",
-    "InstitutionalDepartmentTypeCodeSequence": "X",
-    "InstitutionCodeSequence": "X",
-    "StationName": "X",
-    "DeviceSerialNumber": "X",
-    "DeviceDescription": "X",
-    "UniqueDeviceIdentifier": "X",
-    "DetectorID": "X",
-    "GantryID": "X",
-    "PerformedStationName": "X",
-    "PerformedStationAETitle": "X",
-    "PerformedLocation": "X",
-    "PerformedProcedureStepStartDate": "X",
-    "PerformedProcedureStepStartTime": "X",
-    "PerformedProcedureStepEndDate": "X",
-    "PerformedProcedureStepEndTime": "X",
-    "PerformedProcedureStepID": "X",
-    "PerformedProcedureStepDescription": "X",
-    "ReferencedPerformedProcedureStepSequence": "X",
-    "AcquisitionComments": "X",
-    "AcquisitionDeviceProcessingDescription": "X",
-    "DerivationDescription": "X",
-    "ImageComments": "X",
-    "FrameComments": "X",
-    "ImagePresentationComments": "X",
-    "IconImageSequence": "X",
-    "GraphicAnnotationSequence": "X",
-    "TextString": "X",
-    "TextComments": "X",
-    "ContentSequence": "X",
-    "SourceImageSequence": "X",
-    "ReferencedImageSequence": "X",
-    "StorageMediaFileSetID": "X",
-    "DataSetTrailingPadding": "X",
-    "DigitalSignaturesSequence": "X",
-    "MACParametersSequence": "X",
-    "EncryptedAttributesSequence": "X",
-    "OriginalAttributesSequence": "X",
-    "ModifiedAttributesSequence": "X",
-    # --- observers / persons (structured reports, annotations)
-    "ContentCreatorName": "Z",
-    "ContentCreatorIdentificationCodeSequence": "X",
-    "VerifyingObserverName": "D",
-    "VerifyingObserverIdentificationCodeSequence": "Z",
-    "VerifyingOrganization": "X",
-    "PersonName": "D",
-    "PersonIdentificationCodeSequence": "D",
-    "PersonAddress": "X",
-    "PersonTelephoneNumbers": "X",
-    # --- unique identifiers
-    "StudyInstanceUID": "U",
-    "SeriesInstanceUID": "U",
-    "SOPInstanceUID": "U",
-    "FrameOfReferenceUID": "U",
-    "SynchronizationFrameOfReferenceUID": "U",
-    "ReferencedFrameOfReferenceUID": "U",
-    "RelatedFrameOfReferenceUID": "U",
-    "ReferencedSOPInstanceUID": "U",
-    "InstanceCreatorUID": "U",
-    "ConcatenationUID": "U",
-    "DimensionOrganizationUID": "U",
-    "IrradiationEventUID": "U",
-    "StorageMediaFileSetUID": "U",
-    "DeviceUID": "U",
-    "DoseReferenceUID": "U",
-    "FiducialUID": "U",
-    "TargetUID": "U",
-    "TransactionUID": "U",
-    "TemplateExtensionCreatorUID": "U",
-    "TemplateExtensionOrganizationUID": "U",
-    "UID": "U",
-}
+# DICOM PS3.15 (2026c) Annex E, Table E.1-1 "Application Level Confidentiality Profile
+# Attributes", column "Basic Prof.", all of its rows: vendored as data (not a dependency) from
+# the PyPI package dicom-anonymizer 2.1.0 (Kitware, BSD 3-clause licence beside the table), by
+# scripts/vendor_ps315_table.py. Codes: D = replace with a dummy value, Z = zero-length value,
+# X = remove, U = replace the UID by a new one, consistent within the run (the same input UID
+# always maps to the same new UID, so studies and series stay grouped). Where the table offers
+# a choice (X/Z, Z/D, X/D, X/Z/D, X/Z/U*) we take Z (or D for X/D) for the attributes the US
+# Image IOD requires to be present (type 2: `_KEEP_PRESENT`) and X otherwise.
+PROFILE_TABLE_PATH = Path(__file__).resolve().parent / "tables" / "ps315_table_e1_1.csv"
+PROFILE_TABLE_SOURCE = ("DICOM PS3.15 Table E.1-1 (2026c), vendored from PyPI dicom-anonymizer "
+                        "2.1.0 (BSD 3-clause)")
+PROFILE_TABLE_ROWS = 655
+_KEEP_PRESENT = frozenset({
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "AccessionNumber", "StudyID", "ReferringPhysicianName", "ContentDate", "ContentTime",
+    "ContentCreatorName", "VerifyingObserverIdentificationCodeSequence"})
+# Rows of the 2018-2024 tables that the current one dropped or never had: still removed.
+_EXTRA_ACTIONS = {"EncryptedAttributesSequence": "X", "MACParametersSequence": "X",
+                  "IssuerOfAccessionNumberSequence": "X", "IssuerOfPatientIDQualifiersSequence": "X",
+                  "ResponsiblePersonRole": "X", "StorageMediaFileSetID": "X",
+                  "TypeOfPatientID": "X"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileRow:
+    """One row of Table E.1-1: `tag` 8 hex digits ('x' = any digit), the table's `code`
+    (D, Z, X, U or a choice such as X/Z), and the `action` this module takes."""
+
+    tag: str
+    name: str
+    code: str
+    keyword: str
+    action: str
+
+
+def _resolve_choice(code: str, keyword: str) -> str:
+    """One of D/Z/X/U for the table's code (see the comment on PROFILE_TABLE_PATH)."""
+    if "/" not in code:
+        return code
+    options = code.replace("U*", "U").split("/")
+    if keyword in _KEEP_PRESENT:
+        return "Z" if "Z" in options else "D"
+    return "X" if "X" in options else options[0]
+
+
+def _load_profile_table(path: Path = PROFILE_TABLE_PATH) -> tuple[ProfileRow, ...]:
+    import csv
+
+    from pydicom.datadict import keyword_for_tag
+
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines()
+             if line and not line.startswith("#")]
+    rows = []
+    for record in csv.DictReader(lines):
+        tag = record["tag"]
+        keyword = "" if "x" in tag else keyword_for_tag(int(tag, 16))
+        rows.append(ProfileRow(tag, record["name"], record["basic"], keyword,
+                               _resolve_choice(record["basic"], keyword)))
+    return tuple(rows)
+
+
+PROFILE_TABLE: tuple[ProfileRow, ...] = _load_profile_table()
+_ACTION_BY_TAG: dict[int, str] = {int(row.tag, 16): row.action for row in PROFILE_TABLE
+                                  if "x" not in row.tag}
+# keyword -> action of every table row pydicom names, plus `_EXTRA_ACTIONS`.
+BASIC_PROFILE_ACTIONS: dict[str, str] = {row.keyword: row.action for row in PROFILE_TABLE
+                                         if row.keyword}
+BASIC_PROFILE_ACTIONS.update(_EXTRA_ACTIONS)
+
+# Options of PS3.15 E.3 this module offers (`DeidentificationOptions`), with their CID 7050 code.
+OPTION_CODES = {"basic": ("113100", "Basic Application Confidentiality Profile"),
+                "retain_safe_private": ("113111", "Retain Safe Private Option"),
+                "clean_descriptors": ("113105", "Clean Descriptors Option"),
+                "retain_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates "
+                                           "Option")}
+# Clean Descriptors applies to the table's free-text descriptions, comments and labels.
+_DESCRIPTOR_VRS = ("LO", "SH", "ST", "LT", "UT", "UC")
+_DESCRIPTOR_WORDS = ("Description", "Comment", "Label", "Protocol Name")
+_TEXT_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC",
+             "UR", "UT")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeidentificationOptions:
+    """The PS3.15 E.3 options beyond the Basic Profile (all off by default).
+
+    retain_safe_private: (private creator, group, element offset 0x00-0xFF) triples declared
+        safe (PS3.15 E.3.10: from the vendor's conformance statement); only those private
+        elements are kept, with their creator element. None: every private tag is removed.
+    clean_descriptors: keep the table's descriptions, comments and labels of text VR, cleaned:
+        every word holding a digit, and every word found in an identifying attribute of the same
+        data set (names, IDs, addresses, institutions...), is removed.
+    retain_dates: keep dates and times (Retain Longitudinal Temporal Information, Full Dates).
+    """
+
+    retain_safe_private: frozenset[tuple[str, int, int]] | None = None
+    clean_descriptors: bool = False
+    retain_dates: bool = False
+
+    def codes(self) -> list[tuple[str, str]]:
+        chosen = ["basic"] + [name for name in ("retain_safe_private", "clean_descriptors",
+                                                "retain_dates")
+                              if getattr(self, name) not in (None, False)]
+        return [OPTION_CODES[name] for name in chosen]
+
+
+class DicomRun(dict):
+    """The old -> new UID map of one run (a dict), carrying the run's DeidentificationOptions:
+    pass one instance for every file of a run (`deidentify_file(uid_map=...)`)."""
+
+    def __init__(self, options: DeidentificationOptions | None = None):
+        super().__init__()
+        self.options = options or DeidentificationOptions()
+
+
+def read_safe_private_list(path: str | Path) -> frozenset[tuple[str, int, int]]:
+    """The --retain-safe-private CSV: columns private_creator, group, element (hex: 0019 and
+    the element's low byte, e.g. 10 for (0019,xx10)). InputError naming the row and column."""
+    import csv
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "safe private list not found") from None
+    reader = csv.DictReader(text.splitlines())
+    missing = [c for c in ("private_creator", "group", "element") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(missing)} (need private_creator, "
+                               "group, element)", row=None, column=missing[0])
+    safe = set()
+    for number, record in enumerate(reader, start=1):
+        creator = (record["private_creator"] or "").strip()
+        if not creator:
+            raise InputError(path, "empty private creator", row=number, column="private_creator")
+        values = []
+        for column, top in (("group", 0xFFFF), ("element", 0xFF)):
+            try:
+                value = int((record[column] or "").strip(), 16)
+            except ValueError:
+                raise InputError(path, f"'{record[column]}' is not a hexadecimal number",
+                                 row=number, column=column) from None
+            if not 0 <= value <= top or (column == "group" and value % 2 == 0):
+                raise InputError(path, f"'{record[column]}' is not a private {column}",
+                                 row=number, column=column)
+            values.append(value)
+        safe.add((creator, values[0], values[1]))
+    return frozenset(safe)
+
 
 # Dummy values for action D, by VR.
 _DUMMY_BY_VR = {"PN": "ANONYMOUS", "LO": "ANONYMOUS", "SH": "ANONYMOUS", "LT": "ANONYMOUS",
-                "ST": "ANONYMOUS", "UT": "ANONYMOUS", "CS": "ANONYMOUS", "DA": "19000101",
-                "TM": "000000", "DT": "19000101000000"}
+                "ST": "ANONYMOUS", "UT": "ANONYMOUS", "UC": "ANONYMOUS", "CS": "ANONYMOUS",
+                "AE": "ANONYMOUS", "DA": "19000101", "TM": "000000", "DT": "19000101000000"}
 _DATE_TIME_VRS = ("DA", "DT", "TM")
 # File-meta elements that can name the sending station.
 _FILE_META_REMOVE = ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
@@ -737,10 +691,10 @@ def _apply_action(dataset, element, action: str, uid_map: dict[str, str]) -> str
     if action == "X":
         del dataset[element.tag]
         return "X"
+    if element.VR == "UI" and action in ("U", "D"):
+        element.value = _replace_uid(element.value, uid_map)
+        return "U"
     if action == "U":
-        if element.VR == "UI":
-            element.value = _replace_uid(element.value, uid_map)
-            return "U"
         del dataset[element.tag]
         return "X"
     if element.VR == "SQ":
@@ -752,32 +706,94 @@ def _apply_action(dataset, element, action: str, uid_map: dict[str, str]) -> str
     if action == "D" and element.VR in ("US", "SS", "UL", "SL", "FL", "FD", "IS", "DS"):
         element.value = 0
         return "D"
-    element.value = ""  # Z, or D with no sensible dummy
+    element.value = b"" if element.VR in ("OB", "OW", "UN") else ""  # Z, or D with no dummy
     return "Z"
 
 
+_DESCRIPTOR_TAGS = frozenset(
+    int(row.tag, 16) for row in PROFILE_TABLE
+    if "x" not in row.tag and any(word in row.name for word in _DESCRIPTOR_WORDS))
+
+
+def _words(value: Any) -> list[str]:
+    import re
+
+    return [w for w in re.split(r"[^0-9A-Za-z]+", str(value)) if w]
+
+
+def _identifying_words(ds) -> set[str]:
+    """Lower-case words of every text value the profile removes (names, IDs, addresses...),
+    for Clean Descriptors: such a word in a description is removed with it."""
+    found: set[str] = set()
+
+    def callback(dataset, element) -> None:
+        tag = int(element.tag)
+        if element.VR not in _TEXT_VRS or tag in _DESCRIPTOR_TAGS:
+            return
+        if tag in _ACTION_BY_TAG or element.VR == "PN" or element.tag.is_private:
+            found.update(w.lower() for w in _words(element.value))
+
+    ds.walk(callback)
+    return found
+
+
+def _clean_descriptor(value: Any, identifying: set[str]) -> str:
+    """The value's words minus any holding a digit or found in an identifying attribute."""
+    kept = [w for w in _words(value)
+            if not any(c.isdigit() for c in w) and w.lower() not in identifying]
+    return " ".join(kept)
+
+
+def _keep_private(dataset, element, safe: frozenset[tuple[str, int, int]] | None) -> bool:
+    """Retain Safe Private: an element listed safe, or the creator of a block holding one."""
+    if not safe:
+        return False
+    group, number = element.tag.group, element.tag.element
+    if 0x0010 <= number <= 0x00FF:  # a private creator element
+        creator = str(element.value).strip()
+        return any(c == creator and g == group for c, g, _ in safe)
+    creator_element = dataset.get((group, number >> 8))
+    if creator_element is None or number < 0x1000:
+        return False
+    return (str(creator_element.value).strip(), group, number & 0xFF) in safe
+
+
 def _deidentify_actions(ds, uid_map: dict[str, str]) -> dict[str, list[str]]:
-    """Apply the profile to `ds` (in place); return {action: [element names]} of what changed."""
+    """Apply the profile to `ds` (in place) at every depth; return {action: [element names]}.
+
+    `uid_map` may be a `DicomRun`, whose `options` (DeidentificationOptions) then apply.
+    Actions: X, Z, D, U (above), C (a descriptor cleaned), K (a date kept, retain_dates),
+    private (removed), private_kept (Retain Safe Private).
+    """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    done: dict[str, list[str]] = {"X": [], "Z": [], "D": [], "U": [], "private": []}
+    options = getattr(uid_map, "options", None) or DeidentificationOptions()
+    done: dict[str, list[str]] = {"X": [], "Z": [], "D": [], "U": [], "C": [], "K": [],
+                                  "private": [], "private_kept": []}
+    identifying = _identifying_words(ds) if options.clean_descriptors else set()
 
     def private_callback(dataset, element) -> None:
-        if element.tag.is_private:
-            done["private"].append(_element_name(element))
+        if not element.tag.is_private:
+            return
+        if _keep_private(dataset, element, options.retain_safe_private):
+            done["private_kept"].append(_element_name(element))
+            return
+        done["private"].append(_element_name(element))
+        del dataset[element.tag]
 
     ds.walk(private_callback)
-    ds.remove_private_tags()
 
     def callback(dataset, element) -> None:
         keyword = element.keyword
-        group = element.tag.group
+        group, tag = element.tag.group, int(element.tag)
+        if element.tag.is_private:
+            return  # only the safe ones are left (private_callback)
         if group & 0xFF00 in (0x5000, 0x6000) and group % 2 == 0:
             del dataset[element.tag]  # curves and overlays (can carry burned-in annotation)
             done["X"].append(_element_name(element))
             return
-        action = BASIC_PROFILE_ACTIONS.get(keyword)
+        action = _ACTION_BY_TAG.get(tag) or _EXTRA_ACTIONS.get(keyword)
         if action is None:
             if element.VR == "PN":
                 action = "Z"
@@ -789,6 +805,13 @@ def _deidentify_actions(ds, uid_map: dict[str, str]) -> dict[str, list[str]]:
                               (element.value if element.VM > 1 else [element.value]))):
                 action = "U"
         if action is None:
+            return
+        if options.retain_dates and element.VR in _DATE_TIME_VRS:
+            done["K"].append(_element_name(element))
+            return
+        if options.clean_descriptors and tag in _DESCRIPTOR_TAGS and element.VR in _DESCRIPTOR_VRS:
+            element.value = _clean_descriptor(element.value, identifying)
+            done["C"].append(_element_name(element))
             return
         done[_apply_action(dataset, element, action, uid_map)].append(_element_name(element))
 
@@ -807,24 +830,35 @@ def _deidentify_actions(ds, uid_map: dict[str, str]) -> dict[str, list[str]]:
 
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
-    code = Dataset()
-    code.CodeValue = "113100"
-    code.CodingSchemeDesignator = "DCM"
-    code.CodeMeaning = "Basic Application Confidentiality Profile"
-    ds.DeidentificationMethodCodeSequence = Sequence([code])
-    ds.LongitudinalTemporalInformationModified = "REMOVED"
+    codes = []
+    for value, meaning in options.codes():
+        code = Dataset()
+        code.CodeValue = value
+        code.CodingSchemeDesignator = "DCM"
+        code.CodeMeaning = meaning
+        codes.append(code)
+    ds.DeidentificationMethodCodeSequence = Sequence(codes)
+    ds.LongitudinalTemporalInformationModified = "UNMODIFIED" if options.retain_dates else "REMOVED"
     return {action: sorted(set(names)) for action, names in done.items()}
 
 
-def deidentify_dataset(ds, uid_map: dict[str, str] | None = None) -> list[str]:
+def deidentify_dataset(ds, uid_map: dict[str, str] | None = None, *,
+                       options: DeidentificationOptions | None = None) -> list[str]:
     """De-identify a pydicom Dataset in place (PS3.15 Basic Profile); return affected keywords.
 
     `uid_map` (old UID -> new UID) is read and extended: pass the same dict for every file of a
-    run so that files of one study/series keep sharing their (new) UIDs. Private tags are named
-    "(gggg,eeee)". Never returns a value from the data set.
+    run so that files of one study/series keep sharing their (new) UIDs. `options`: the E.3
+    options (or give a `DicomRun` as `uid_map`). Private tags are named "(gggg,eeee)". Never
+    returns a value from the data set.
     """
-    actions = _deidentify_actions(ds, {} if uid_map is None else uid_map)
-    return sorted({name for names in actions.values() for name in names})
+    run = uid_map if options is None and uid_map is not None else DicomRun(options)
+    if uid_map is not None and run is not uid_map:
+        run.update(uid_map)
+    actions = _deidentify_actions(ds, run)
+    if uid_map is not None and run is not uid_map:
+        uid_map.update(run)
+    return sorted({name for key, names in actions.items() if key not in ("K", "private_kept")
+                   for name in names})
 
 
 # ============================================================================ files
@@ -833,7 +867,8 @@ REPORT_COLUMNS = ("image_path", "format", "width", "height", "frames", "sector_k
                   "sector_x0", "sector_y0", "sector_x1", "sector_y1", "n_overlays",
                   "fraction_blanked", "fraction_signal_blanked", "dicom_removed",
                   "dicom_emptied", "dicom_dummy", "dicom_uids_replaced",
-                  "dicom_private_removed", "cropped")
+                  "dicom_private_removed", "dicom_cleaned", "dicom_dates_kept",
+                  "dicom_private_kept", "cropped")
 
 _RASTER_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp",
                    ".tif": "tiff", ".tiff": "tiff"}
@@ -887,6 +922,9 @@ def _report_row(name: str, fmt: str, shape: tuple[int, int], frames: int, sector
         "dicom_dummy": ";".join(actions.get("D", [])),
         "dicom_uids_replaced": ";".join(actions.get("U", [])),
         "dicom_private_removed": len(actions.get("private", [])),
+        "dicom_cleaned": ";".join(actions.get("C", [])),
+        "dicom_dates_kept": ";".join(actions.get("K", [])),
+        "dicom_private_kept": len(actions.get("private_kept", [])),
         "cropped": bool(cropped),
     }
 
@@ -1101,10 +1139,126 @@ def _list_manifest_images(manifest: Path) -> tuple[list[Path], list[Path]]:
     return images, list(dict.fromkeys(masks))
 
 
+# The manifest columns replaced by pseudonyms, with the pseudonym's prefix.
+PSEUDONYM_COLUMNS = {"case_id": "case", "center": "center"}
+KEY_SUFFIX = "_pseudonym_key.csv"
+KEY_COLUMNS = ("column", "original", "pseudonym")
+UNKNOWN_COLUMN_POLICIES = ("drop", "refuse", "keep")
+
+
+def default_key_path(out_dir: str | Path) -> Path:
+    """`<out_dir>_pseudonym_key.csv`, beside the output folder."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}{KEY_SUFFIX}"
+
+
+def _read_key(path: Path) -> dict[tuple[str, str], str]:
+    """(column, original) -> pseudonym of an existing key file ({} when there is none)."""
+    import csv
+
+    if not path.exists():
+        return {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            records = [[cell.strip() for cell in record] for record in csv.reader(handle)
+                       if any(cell.strip() for cell in record)]
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(path, f"not a readable UTF-8 CSV pseudonym key: {err}") from None
+    header, records = (records[0], records[1:]) if records else ([], [])
+    short = next((n for n, r in enumerate(records, start=1) if len(r) != len(header)), None)
+    if short is not None:
+        raise InputError(path, f"{len(records[short - 1])} fields, the header has {len(header)}",
+                         row=short)
+    missing = [c for c in KEY_COLUMNS if c not in header]
+    if missing:
+        raise InputError(path, f"not a pseudonym key: no column '{missing[0]}' (need "
+                               f"{', '.join(KEY_COLUMNS)})", column=missing[0])
+    index = {c: header.index(c) for c in KEY_COLUMNS}
+    key: dict[tuple[str, str], str] = {}
+    taken: set[tuple[str, str]] = set()
+    for number, record in enumerate(records, start=1):
+        column, original, pseudonym = (record[index[c]] for c in KEY_COLUMNS)
+        if column not in PSEUDONYM_COLUMNS:
+            raise InputError(path, f"'{column}' is not a pseudonymised column "
+                                   f"({', '.join(PSEUDONYM_COLUMNS)})", row=number,
+                             column="column")
+        if not pseudonym or (column, pseudonym) in taken:
+            raise InputError(path, "empty or repeated pseudonym", row=number, column="pseudonym")
+        if (column, original) in key:
+            raise InputError(path, "original listed twice", row=number, column="original")
+        key[(column, original)] = pseudonym
+        taken.add((column, pseudonym))
+    return key
+
+
+def _new_pseudonym(prefix: str, taken: set[str]) -> str:
+    """A random pseudonym (it tells nothing of the original, nor of the row order)."""
+    import secrets
+
+    while True:
+        candidate = f"{prefix}-{secrets.token_hex(4)}"
+        if candidate not in taken:
+            return candidate
+
+
+def _deidentified_manifest(manifest: Path, key_path: Path | None, unknown_columns: str
+                           ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(the manifest to write, the key to write, what was done) for `deidentify_folder`.
+
+    Values are copied as the input's text (no number reformatting). `key_path` None: no
+    pseudonyms. Raises InputError naming the column for a refused one.
+    """
+    from .manifest import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, _read_csv_text
+
+    if unknown_columns not in UNKNOWN_COLUMN_POLICIES:
+        raise InputError(None, f"unknown-columns policy must be one of "
+                               f"{', '.join(UNKNOWN_COLUMN_POLICIES)}")
+    header, records = _read_csv_text(manifest)
+    contract = set(REQUIRED_COLUMNS) | set(OPTIONAL_COLUMNS)
+    unknown = [column for column in header if column not in contract]
+    if unknown and unknown_columns == "refuse":
+        raise InputError(manifest, f"column '{unknown[0]}' is not in the data contract "
+                                   f"({', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}); remove "
+                                   "it or use --unknown-columns drop", column=unknown[0])
+    kept = [c for c in header if c in contract or unknown_columns == "keep"]
+    frame = pd.DataFrame([[record[header.index(c)] for c in kept] for record in records],
+                         columns=kept, dtype=str)
+    key = {} if key_path is None else _read_key(key_path)
+    before = len(key)
+    done = []
+    if key_path is not None:
+        for column, prefix in PSEUDONYM_COLUMNS.items():
+            if column not in frame.columns:
+                continue
+            taken = {p for (c, _), p in key.items() if c == column}
+            values = []
+            for original in frame[column]:
+                if original and (column, original) not in key:
+                    key[(column, original)] = _new_pseudonym(prefix, taken)
+                    taken.add(key[(column, original)])
+                values.append(key[(column, original)] if original else "")
+            frame[column] = values
+            done.append(column)
+    key_frame = pd.DataFrame(sorted((c, o, p) for (c, o), p in key.items()),
+                             columns=list(KEY_COLUMNS))
+    summary = {"columns_kept": kept,
+               "columns_dropped": [c for c in header if c not in kept],
+               "columns_pseudonymised": done,
+               "key_file": None if key_path is None else key_path.name,
+               "pseudonyms_reused": before if key_path is not None else 0,
+               "pseudonyms_new": len(key) - before,
+               "note": "the key (original -> pseudonym) lies beside the output folder, never "
+                       "inside it; keep it apart from the data"}
+    return frame, key_frame, summary
+
+
 def deidentify_folder(images_dir: str | Path | None, out_dir: str | Path,
                       manifest: str | Path | None = None, *, force: bool = False,
                       crop: bool = False, progress_every: int = 50,
-                      progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+                      progress: Callable[[str], None] | None = None,
+                      options: DeidentificationOptions | None = None,
+                      pseudonymise: bool = True, key_file: str | Path | None = None,
+                      unknown_columns: str = "drop") -> pd.DataFrame:
     """De-identify every image of `images_dir` (or of `manifest`) into `out_dir`.
 
     Images keep their relative paths and formats. Without a manifest, every file under
@@ -1115,6 +1269,13 @@ def deidentify_folder(images_dir: str | Path | None, out_dir: str | Path,
     `crop`: crop every image to its scan sector's bounding box (`crop_to_sector`); a manifest's
     truth masks (`mask_path`, `phi_mask_path`) are cropped with their image's box, so they
     stay aligned pixel for pixel (InputError when a mask's size is not its image's).
+
+    The manifest written under `out_dir` (see `_deidentified_manifest`): `case_id` and `center`
+    replaced by pseudonyms (`pseudonymise`; the key original -> pseudonym in `key_file`,
+    default `<out_dir>_pseudonym_key.csv` BESIDE the output folder, never inside it, reused and
+    extended by a rerun), and columns the data contract does not know dropped
+    (`unknown_columns="drop"`), refused ("refuse": InputError naming the column) or, for
+    synthetic phantoms only, kept ("keep"). `options`: the PS3.15 E.3 options for DICOM.
 
     All-or-nothing: output is built in a staging folder and moved onto `out_dir` only when every
     image succeeded. Refuses (InputError) an `out_dir` inside the input folder (or containing
@@ -1144,13 +1305,20 @@ def deidentify_folder(images_dir: str | Path | None, out_dir: str | Path,
     if out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise InputError(out_dir, "output folder exists and is not empty; use --force to "
                                   "replace it or choose another --out")
+    if manifest_path is not None:
+        key_path = Path(key_file) if key_file is not None else default_key_path(out_dir)
+        if _is_within(key_path.resolve(), target):
+            raise InputError(key_path, "the pseudonym key must lie outside the output folder "
+                                       "(it links pseudonyms to the original IDs)")
+        out_manifest, key, manifest_summary = _deidentified_manifest(
+            manifest_path, key_path if pseudonymise else None, unknown_columns)
     say = progress or (lambda message: print(message, file=sys.stderr, flush=True))
 
     # Pass 1: learn the device's label patches from a sample of frames (see find_scan_sector).
     sample = np.unique(np.linspace(0, len(rel_paths) - 1,
                                    min(len(rel_paths), _TEMPLATE_LEARN_IMAGES)).round().astype(int))
     templates = learn_label_templates(source_root / rel_paths[index] for index in sample)
-    uid_map: dict[str, str] = {}
+    uid_map = DicomRun(options)
     rows = []
     started = time.perf_counter()
     with atomic.staged_dir(out_dir, overwrite=True) as stage:
@@ -1164,9 +1332,12 @@ def deidentify_folder(images_dir: str | Path | None, out_dir: str | Path,
                     f"({time.perf_counter() - started:.1f} s)")
         report = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
         atomic.write_csv(stage / REPORT_CSV, report)
-        atomic.write_json(stage / REPORT_JSON, _report_document(rows))
+        atomic.write_json(stage / REPORT_JSON, _report_document(
+            rows, uid_map.options, manifest_summary if manifest_path is not None else None))
         if manifest_path is not None:
-            shutil.copyfile(manifest_path, stage / manifest_path.name)
+            atomic.write_csv(stage / manifest_path.name, out_manifest)
+            if pseudonymise:  # beside the output, before the output appears
+                atomic.write_csv(key_path, key)
             boxes = _mask_crop_boxes(manifest_path, rows) if crop else {}
             for rel in mask_paths:  # truth masks of phantoms: no PHI, copied (and cropped)
                 (stage / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -1218,15 +1389,27 @@ def _write_cropped_mask(src: Path, dst: Path, box: tuple[int, int, int, int],
             raise InputError(dst, "cannot write the cropped mask")
 
 
-def _report_document(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The JSON report: method, versions and per-image rows; no input path, no PHI."""
+def _report_document(rows: list[dict[str, Any]], options: DeidentificationOptions | None = None,
+                     manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON report: method, options, manifest handling, versions and per-image rows; no
+    input path, no PHI."""
     from .provenance import git_commit, library_versions
 
+    options = options or DeidentificationOptions()
     return {
         "method": DEIDENTIFICATION_METHOD,
         "dicom_profile": "DICOM PS3.15 Annex E, Table E.1-1, Basic Application Level "
-                         "Confidentiality Profile (actions D/Z/X/U); private tags, curves and "
-                         "overlays removed",
+                         "Confidentiality Profile (actions D/Z/X/U) at every nesting depth; "
+                         "curves and overlays removed; private tags removed unless Retain Safe "
+                         "Private keeps a listed one",
+        "dicom_table": {"source": PROFILE_TABLE_SOURCE, "attributes": len(PROFILE_TABLE)},
+        "dicom_options": {
+            "codes": [code for code, _ in options.codes()],
+            "retain_safe_private": (None if options.retain_safe_private is None
+                                    else len(options.retain_safe_private)),
+            "clean_descriptors": options.clean_descriptors,
+            "retain_dates": options.retain_dates},
+        "manifest": manifest,
         "pixel_method": "blanked outside the scan sector (convex hull of the speckle region) and "
                         "inside detected grey-scale bars and dark label boxes",
         "note": "image_path is the input's own file name: file names must not contain PHI",
@@ -1263,6 +1446,26 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                              "bounding box, as Tang 2023 s2.2 ('cropped and masked')")
     parser.add_argument("--progress-every", type=int, default=50,
                         help="print progress to stderr every N images (default 50; 0 = never)")
+    parser.add_argument("--key", default=None,
+                        help="pseudonym key CSV (column, original, pseudonym) for the manifest's "
+                             "case_id and center; default OUT_pseudonym_key.csv beside --out "
+                             "(never inside it); an existing key is reused and extended, so a "
+                             "rerun keeps the same pseudonyms")
+    parser.add_argument("--unknown-columns", choices=("drop", "refuse"), default="drop",
+                        help="manifest columns outside the data contract: drop them (default; "
+                             "the report names them) or refuse the manifest (exit 2)")
+    options = parser.add_argument_group("PS3.15 E.3 options (DICOM)")
+    options.add_argument("--retain-safe-private", metavar="SAFE.csv", default=None,
+                         help="Retain Safe Private Option: keep only the private elements this "
+                              "CSV lists (private_creator, group, element: hex, e.g. "
+                              "'ACME 1.0,0019,10'), from the vendor's conformance statement; "
+                              "without it every private tag is removed")
+    options.add_argument("--clean-descriptors", action="store_true",
+                         help="Clean Descriptors Option: keep descriptions, comments and labels, "
+                              "less every word with a digit or found in an identifying attribute")
+    options.add_argument("--retain-dates", action="store_true",
+                         help="Retain Longitudinal Temporal Information (Full Dates) Option: keep "
+                              "dates and times")
     io.add_max_pixels_argument(parser)
     parser.set_defaults(func=_run)
 
@@ -1271,8 +1474,20 @@ def _run(args: argparse.Namespace) -> int:
     io.apply_max_pixels(args)
     if args.images is None and args.manifest is None:
         raise InputError(None, "give --images IN_DIR, --manifest MANIFEST, or both")
+    options = DeidentificationOptions(
+        retain_safe_private=(None if args.retain_safe_private is None
+                             else read_safe_private_list(args.retain_safe_private)),
+        clean_descriptors=args.clean_descriptors, retain_dates=args.retain_dates)
     report = deidentify_folder(args.images, args.out, args.manifest, force=args.force,
-                               crop=args.crop, progress_every=args.progress_every)
+                               crop=args.crop, progress_every=args.progress_every,
+                               options=options, key_file=args.key,
+                               unknown_columns=args.unknown_columns)
+    if args.manifest is not None:
+        summary = json.loads((Path(args.out) / REPORT_JSON).read_text(encoding="utf-8"))["manifest"]
+        print(f"manifest: pseudonymised {', '.join(summary['columns_pseudonymised']) or 'nothing'} "
+              f"({summary['pseudonyms_new']} new, {summary['pseudonyms_reused']} from the key "
+              f"{summary['key_file']}, beside {args.out}); dropped columns: "
+              f"{', '.join(summary['columns_dropped']) or 'none'}", file=sys.stderr)
     kinds = report["sector_kind"].value_counts().to_dict()
     print(f"deidentified {len(report)} images into {args.out} (sectors: "
           f"{', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}; "
