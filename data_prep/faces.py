@@ -358,7 +358,7 @@ def _number(value: float) -> str:
     return f"{value:.2f}"
 
 
-def _detection_row(number: int, report: DetectionReport, aligned_path: str) -> dict[str, Any]:
+def detection_row(number: int, report: DetectionReport, aligned_path: str) -> dict[str, Any]:
     box = report.face.box if report.face is not None else (None,) * 4
     return {
         "row": number, "status": report.status, "reason": report.reason,
@@ -459,7 +459,7 @@ def faces_from_manifest(manifest: str | Path, out: str | Path, *, size: int = 22
                 elif with_masks:
                     record["mask_path"] = ""
                 aligned_rows.append(record)
-            rows.append(_detection_row(number, report, name))
+            rows.append(detection_row(number, report, name))
             if progress_every and (number % progress_every == 0 or number == len(frame)):
                 say(f"faces: {number}/{len(frame)} photos ({time.perf_counter() - started:.1f} s)")
         detections = pd.DataFrame(rows, columns=list(DETECTION_COLUMNS))

@@ -65,6 +65,13 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("gs_vgg16", "heatmaps"): Target("reproduce.gs_vgg16.heatmaps", (), "Hong 2021 Figure 3: "
                                      "Grad-CAM per syndrome, pointing game and energy inside "
                                      "the truth masks"),
+    ("gs_vgg16", "predict"): Target("reproduce.gs_vgg16.predict", (), "detect and align each face "
+                                    "photo of a folder, then P(syndrome), call and heat-map "
+                                    "(--images DIR --weights W.keras)"),
+    ("gs_vgg16", "headline"): Target("reproduce.gs_vgg16.headline", (), "headline numbers "
+                                     "(headline.csv), what seeds and compare --expect use"),
+    ("gs_vgg16", "seeds"): Target("reproduce.gs_vgg16.seeds", (), "the study over several seeds "
+                                  "(--seeds 0,1,2) and seed_spread.csv: mean, SD, expected range"),
     ("gs_vgg16", "all"): Target("reproduce.gs_vgg16.all", (), "train once, then every Hong 2021 "
                                 "table and figure"),
 }

@@ -181,3 +181,29 @@ def command(spec: SeedStudy, prog: str, description: str,
         return study.run_cli(body, build_parser(), argv)
 
     return build_parser, main
+
+
+def headline_command(build_headline: Callable[[Path], pd.DataFrame],
+                     markdown: Callable[[study.StudyContext, pd.DataFrame], str], prog: str,
+                     description: str,
+                     add_common_args: Callable[[argparse.ArgumentParser], None],
+                     context_from_args: Callable[[argparse.Namespace], study.StudyContext]):
+    """(run, build_parser, main) of a study's `headline` target: build the headline from the
+    tables in the results folder and write headline.csv / .md."""
+    def run(ctx: study.StudyContext) -> tuple:
+        table = build_headline(ctx.results_dir)
+        return study.write_table(ctx, "headline", table, markdown(ctx, table))
+
+    def build_parser() -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=prog, description=description)
+        add_common_args(parser)
+        return parser
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        def body(args: argparse.Namespace) -> int:
+            run(context_from_args(args))
+            return 0
+
+        return study.run_cli(body, build_parser(), argv)
+
+    return run, build_parser, main

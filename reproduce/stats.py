@@ -1010,3 +1010,23 @@ def case_labels(case_ids: Any, y_true: Any) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"case {cases[code]!r} has images labelled both {result[code]!r} and {label!r}")
         result[code], seen[code] = label, True
     return cases, result
+
+
+def pointing_game_headline(scores) -> dict[str, float]:
+    """The localisation headline of a gradcam_localisation table (rows with `correct`,
+    `pointing_game_hit`, `chance_hit`, `energy_inside`): the pointing-game hit rate on the
+    correctly called rows with its Wilson interval with continuity correction, the rate a
+    maximum dropped at random would reach, and the mean energy share inside the masks; NaN
+    when no row is correct."""
+    values = dict.fromkeys(("pointing_game_correct", "pointing_game_chance_correct",
+                            "energy_inside_correct", "pointing_game_correct_lo",
+                            "pointing_game_correct_hi"), float("nan"))
+    correct = scores[scores["correct"].astype(bool)]
+    if len(correct):
+        hits = int(correct["pointing_game_hit"].astype(bool).sum())
+        _, lo, hi = proportion_ci(hits, len(correct), PGDS_PROPORTION_CI)
+        values.update({"pointing_game_correct": hits / len(correct),
+                       "pointing_game_correct_lo": lo, "pointing_game_correct_hi": hi,
+                       "pointing_game_chance_correct": float(correct["chance_hit"].mean()),
+                       "energy_inside_correct": float(correct["energy_inside"].mean())})
+    return values

@@ -399,7 +399,8 @@ def _deidentify_phantom(ctx: StudyContext, raw: Path, deid: Path) -> None:
     say(ctx, f"de-identifying the phantom into {deid}")
     deidentify_folder(None, deid, manifest=raw / "manifest.csv", force=True,
                       crop=ctx.spec.crop_to_sector, progress_every=200,
-                      progress=lambda message: say(ctx, message))
+                      progress=lambda message: say(ctx, message),
+                      pseudonymise=False, unknown_columns="keep")  # synthetic IDs, no PHI
 
 
 def _phantom_seed(raw: Path) -> int | None:

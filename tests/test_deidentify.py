@@ -306,7 +306,7 @@ def _phi_strings() -> list[str]:
 
 
 def test_basic_profile_table_is_valid():
-    assert len(deid.BASIC_PROFILE_ACTIONS) >= 40
+    assert len(deid.BASIC_PROFILE_ACTIONS) >= 600
     for keyword, action in deid.BASIC_PROFILE_ACTIONS.items():
         assert tag_for_keyword(keyword) is not None, keyword
         assert action in ("D", "Z", "X", "U"), keyword
@@ -501,9 +501,11 @@ def test_manifest_mode_copies_manifest_and_masks(tmp_path):
     manifest = source / "manifest.csv"
     pd.DataFrame({"image_path": ["sub/b.png"], "case_id": ["c1"], "label": ["normal"],
                   "mask_path": ["sub/b_mask.png"]}).to_csv(manifest, index=False)
-    report = deid.deidentify_folder(None, tmp_path / "out", manifest, progress_every=0)
+    report = deid.deidentify_folder(None, tmp_path / "out", manifest, progress_every=0,
+                                    pseudonymise=False)
     assert list(report["image_path"]) == ["sub/b.png"]
     assert (tmp_path / "out" / "manifest.csv").read_bytes() == manifest.read_bytes()
+    assert not deid.default_key_path(tmp_path / "out").exists()
     assert (tmp_path / "out" / "sub" / "b.png").is_file()
     assert ((tmp_path / "out" / "sub" / "b_mask.png").read_bytes()
             == (source / "sub" / "b_mask.png").read_bytes())
@@ -563,3 +565,99 @@ def test_compressed_dicom_is_decoded_and_written_uncompressed(tmp_path):
     assert (out.pixel_array[fan] == frame[fan]).mean() >= 0.99
     assert row["sector_kind"] == "fan" and "PatientID" in row["dicom_emptied"]
     assert PHI["PatientID"].encode() not in (tmp_path / "out.dcm").read_bytes()
+
+
+# ----------------------------------------------------------------------------- manifest: pseudonyms
+
+PATIENT_IDS = ("PID7731904", "PID7731905")
+HOSPITAL = "ST MARYS HOSPITAL LEEDS"
+
+
+def _phi_manifest(root: Path, ids=PATIENT_IDS) -> Path:
+    source = root if root.exists() else _small_folder(root)
+    manifest = source / "manifest.csv"
+    pd.DataFrame({"image_path": ["a.png", "sub/b.png"][:len(ids)], "case_id": list(ids),
+                  "label": ["normal"] * len(ids), "center": [HOSPITAL] * len(ids),
+                  "patient_name": ["ZZDOE^JANEPHI"] * len(ids)}).to_csv(manifest, index=False)
+    return manifest
+
+
+def _out_bytes(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_manifest_ids_pseudonymised_key_beside_and_columns_dropped(tmp_path):
+    manifest = _phi_manifest(tmp_path / "in")
+    assert PATIENT_IDS[0].encode() in manifest.read_bytes()  # the test can fail
+    out = tmp_path / "out"
+    deid.deidentify_folder(None, out, manifest, progress_every=0)
+    data = _out_bytes(out)
+    for needle in (*PATIENT_IDS, HOSPITAL, "ZZDOE^JANEPHI", str(tmp_path), "/work/", "/tmp/"):
+        assert needle.encode() not in data, needle
+    written = pd.read_csv(out / "manifest.csv", dtype=str)
+    assert list(written.columns) == ["image_path", "case_id", "label", "center"]
+    assert written["case_id"].str.fullmatch(r"case-[0-9a-f]{8}").all()
+    assert written["case_id"].nunique() == 2 and written["center"].nunique() == 1
+    key_path = deid.default_key_path(out)
+    assert key_path.parent == out.parent and key_path.name == "out_pseudonym_key.csv"
+    key = pd.read_csv(key_path, dtype=str)
+    assert set(zip(key["column"], key["original"])) == {
+        ("case_id", PATIENT_IDS[0]), ("case_id", PATIENT_IDS[1]), ("center", HOSPITAL)}
+    mapping = dict(zip(key["original"], key["pseudonym"]))
+    assert list(written["case_id"]) == [mapping[i] for i in PATIENT_IDS]
+    summary = json.loads((out / deid.REPORT_JSON).read_text())["manifest"]
+    assert summary["columns_dropped"] == ["patient_name"]
+    assert summary["columns_pseudonymised"] == ["case_id", "center"]
+    assert (summary["pseudonyms_new"], summary["pseudonyms_reused"]) == (3, 0)
+    assert summary["key_file"] == key_path.name
+
+
+def test_rerun_with_the_same_key_keeps_the_pseudonyms(tmp_path):
+    manifest = _phi_manifest(tmp_path / "in", ids=PATIENT_IDS[:1])
+    key_path = tmp_path / "keys" / "study_key.csv"
+    key_path.parent.mkdir()
+    deid.deidentify_folder(None, tmp_path / "out1", manifest, progress_every=0, key_file=key_path)
+    first = pd.read_csv(tmp_path / "out1" / "manifest.csv", dtype=str)
+    _phi_manifest(tmp_path / "in", ids=PATIENT_IDS)  # one more patient
+    deid.deidentify_folder(None, tmp_path / "out2", manifest, progress_every=0, key_file=key_path)
+    second = pd.read_csv(tmp_path / "out2" / "manifest.csv", dtype=str)
+    assert second["case_id"][0] == first["case_id"][0] and second["case_id"][1] != first["case_id"][0]
+    assert second["center"][0] == first["center"][0]
+    summary = json.loads((tmp_path / "out2" / deid.REPORT_JSON).read_text())["manifest"]
+    assert (summary["pseudonyms_new"], summary["pseudonyms_reused"]) == (1, 2)
+    assert len(pd.read_csv(key_path)) == 3
+
+
+@pytest.mark.parametrize("kwargs, file_name, column, row", [
+    ({"unknown_columns": "refuse"}, "manifest.csv", "patient_name", None),
+    ({"key_file": "out/key.csv"}, "key.csv", None, None),
+    ({"key_file": "bad_key.csv"}, "bad_key.csv", "pseudonym", None),
+    ({"key_file": "repeated_key.csv"}, "repeated_key.csv", "pseudonym", 2),
+])
+def test_manifest_refusals_name_file_row_column_and_write_nothing(tmp_path, kwargs, file_name,
+                                                                   column, row):
+    manifest = _phi_manifest(tmp_path / "in")
+    (tmp_path / "bad_key.csv").write_text("column,original\ncase_id,x\n")
+    (tmp_path / "repeated_key.csv").write_text(
+        "column,original,pseudonym\ncase_id,a,case-1\ncase_id,b,case-1\n")
+    if "key_file" in kwargs:
+        kwargs = dict(kwargs, key_file=tmp_path / kwargs["key_file"])
+    with pytest.raises(InputError) as caught:
+        deid.deidentify_folder(None, tmp_path / "out", manifest, progress_every=0, **kwargs)
+    assert Path(caught.value.file).name == file_name
+    assert (caught.value.column, caught.value.row) == (column, row)
+    assert not (tmp_path / "out").exists() and not deid.default_key_path(tmp_path / "out").exists()
+
+
+def test_cli_refused_column_is_one_line_and_exit_2(tmp_path, capsys):
+    from data_prep.__main__ import main
+
+    manifest = _phi_manifest(tmp_path / "in")
+    code = main(["deidentify", "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+                 "--unknown-columns", "refuse"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "column 'patient_name'" in err
+    assert main(["deidentify", "--manifest", str(manifest), "--out", str(tmp_path / "out"),
+                 "--retain-dates", "--progress-every", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "pseudonymised case_id, center (3 new" in err and "dropped columns: patient_name" in err

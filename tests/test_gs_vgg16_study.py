@@ -131,6 +131,22 @@ def test_ci_study_end_to_end(ci_study):
     assert len(localisation) == 16 and localisation["label"].ne("syndrome").all()  # per syndrome
     record = json.loads((results / "run.json").read_text())
     assert record["config"]["training"]["optimizer"] == "rmsprop"
+    detection = pd.read_csv(results / "face_detection.csv").set_index("group")
+    assert detection.loc["all photos", "photos"] == 32
+    assert (detection.loc[["healthy", "syndrome"], "photos"] == 16).all()
+    per_syndrome = detection[detection["kind"] == "syndrome"]
+    assert per_syndrome["photos"].sum() == 16
+    assert (detection["mtcnn_found"] + detection["landmarks_fallback"]
+            + detection["not_aligned"] == detection["photos"]).all()
+    assert "Fisher's exact test" in (results / "face_detection.md").read_text()
+    headline = pd.read_csv(results / "headline.csv").set_index("model").loc[pipeline.ARCH]
+    assert headline["auc"] == pytest.approx(folds["auc"].mean())
+    assert headline["auc_lo"] <= headline["auc"] <= headline["auc_hi"]
+    correct = localisation[localisation["correct"].astype(bool)]
+    if len(correct):
+        assert headline["pointing_game_correct"] == pytest.approx(
+            correct["pointing_game_hit"].astype(bool).mean())
+    assert json.loads((results / "run.json").read_text())["outputs"].get("headline")
 
 
 def test_ci_study_aligned_every_face_and_left_no_planted_phi(ci_study):

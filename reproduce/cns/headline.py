@@ -13,15 +13,14 @@ AUROC about 0.93, 5-class pointing game about 0.73.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from data_prep.errors import InputError
+from reproduce import seeds as seed_runs
 from reproduce import stats, study
 from reproduce.cns import pipeline
 
@@ -56,19 +55,9 @@ def build_headline(results_dir: str | Path) -> pd.DataFrame:
             row[metric] = float(part.loc[metric, "value"]) if found else np.nan
             row[f"{metric}_lo"] = float(part.loc[metric, "ci_lo"]) if found else np.nan
             row[f"{metric}_hi"] = float(part.loc[metric, "ci_hi"]) if found else np.nan
-        row.update({name: np.nan for name in (*LOCALISATION, "pointing_game_correct_lo",
-                                              "pointing_game_correct_hi")})
         localisation = results_dir / f"gradcam_localisation_{task}.csv"
-        if localisation.is_file():
-            scores = pd.read_csv(localisation)
-            correct = scores[scores["correct"].astype(bool)]
-            if len(correct):
-                hits = int(correct["pointing_game_hit"].astype(bool).sum())
-                _, lo, hi = stats.proportion_ci(hits, len(correct), stats.PGDS_PROPORTION_CI)
-                row.update({"pointing_game_correct": hits / len(correct),
-                            "pointing_game_correct_lo": lo, "pointing_game_correct_hi": hi,
-                            "pointing_game_chance_correct": float(correct["chance_hit"].mean()),
-                            "energy_inside_correct": float(correct["energy_inside"].mean())})
+        row.update(stats.pointing_game_headline(pd.read_csv(localisation) if localisation.is_file()
+                                                else pd.DataFrame(columns=["correct"])))
         rows.append(row)
     if not rows:
         raise InputError(results_dir / "accuracy.csv", "no task's rows", column="task")
@@ -96,24 +85,9 @@ def markdown(ctx: pipeline.StudyContext, table: pd.DataFrame) -> str:
     ]) + "\n"
 
 
-def run(ctx: pipeline.StudyContext) -> tuple:
-    table = build_headline(ctx.results_dir)
-    return study.write_table(ctx, NAME, table, markdown(ctx, table))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m reproduce cns headline",
-                                     description=__doc__.split("\n\n")[0])
-    pipeline.add_common_args(parser)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    def body(args: argparse.Namespace) -> int:
-        run(pipeline.context_from_args(args))
-        return 0
-
-    return study.run_cli(body, build_parser(), argv)
+run, build_parser, main = seed_runs.headline_command(
+    build_headline, markdown, "python -m reproduce cns headline", __doc__.split("\n\n")[0],
+    pipeline.add_common_args, pipeline.context_from_args)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -82,16 +82,22 @@ def _default_class_names(n_classes: int) -> tuple[str, ...]:
                      "classes (the CNS tasks have 4 or 5)")
 
 
-def load_weights(weights: str | Path) -> LoadedModel:
+def load_weights(weights: str | Path, *,
+                 default_class_names: Callable[[int], tuple[str, ...]] | None = None,
+                 default_transform: str = DEFAULT_TRANSFORM,
+                 saved_as: str = "runs/cns/<profile>/<task>/resnet34/fold<k>/selected.keras"
+                 ) -> LoadedModel:
     """A .keras model and what run.json beside it records (input shape, classes, transform);
     InputError when the file is missing, not a Keras model, or not an image classifier of
-    the recorded classes and input size."""
+    the recorded classes and input size. The keywords let another study's predict reuse it:
+    its class names when run.json names none, its transform, where its training saves models."""
     weights = Path(weights)
+    default_class_names = default_class_names or _default_class_names
     if not weights.is_file():
         raise InputError(weights, "weights file not found")
     if not weights.name.lower().endswith(".keras"):
-        raise InputError(weights, "weights must be a .keras model (as training saves it: "
-                         "runs/cns/<profile>/<task>/resnet34/fold<k>/selected.keras)")
+        raise InputError(weights, f"weights must be a .keras model (as training saves it: "
+                         f"{saved_as})")
     try:
         model = study.load_keras_model(weights)
     except Exception as err:  # noqa: BLE001 -- any failure to load is the user's file
@@ -108,7 +114,7 @@ def load_weights(weights: str | Path) -> LoadedModel:
     config = run_config_beside(weights)
     record = _run_record(weights)
     names = record.get("class_names") or (config or {}).get("labels")
-    class_names = tuple(str(n) for n in names) if names else _default_class_names(n_classes)
+    class_names = tuple(str(n) for n in names) if names else default_class_names(n_classes)
     if len(class_names) != n_classes:
         raise InputError(weights, f"run.json beside the weights names {len(class_names)} classes "
                          f"({', '.join(class_names)}), the model outputs {n_classes}")
@@ -119,7 +125,7 @@ def load_weights(weights: str | Path) -> LoadedModel:
         if shape != model_shape:
             raise InputError(weights, f"run.json beside the weights records input {shape} "
                              f"(H, W, C), the model takes {model_shape}")
-    transform = str((config or {}).get("transform") or DEFAULT_TRANSFORM)
+    transform = str((config or {}).get("transform") or default_transform)
     from reproduce.input_pipeline import TRANSFORMS
 
     if transform not in TRANSFORMS:
@@ -127,20 +133,24 @@ def load_weights(weights: str | Path) -> LoadedModel:
     return LoadedModel(model, config, class_names, shape, transform)
 
 
-def heatmap_setting(loaded: LoadedModel, profile: str | None) -> tuple[str, str, str, str]:
+def heatmap_setting(loaded: LoadedModel, profile: str | None, *,
+                    settings: dict | None = None, default_arch: str = pipeline.ARCH
+                    ) -> tuple[str, str, str, str]:
     """(method, layer(s) joined by '+', score, where they came from): the profile's setting
-    (pipeline.HEATMAP_SETTINGS) for the architecture and options of run.json; a model with no
-    such layers gets Grad-CAM at its last 4-D convolution-like layer."""
+    (`settings`, default the CNS study's pipeline.HEATMAP_SETTINGS) for the architecture and
+    options of run.json; a model with no such layers gets Grad-CAM at its last 4-D
+    convolution-like layer."""
     from models import registry
 
+    settings = settings or pipeline.HEATMAP_SETTINGS
     config = loaded.run_config or {}
     chosen = profile or config.get("profile") or "paper"
     source = f"the {chosen} profile's" + ("" if profile or config.get("profile")
                                            else " (no profile in run.json)")
-    method, stages, *rest = pipeline.HEATMAP_SETTINGS.get(chosen, pipeline.HEATMAP_SETTINGS["paper"])
+    method, stages, *rest = settings.get(chosen, settings["paper"])
     score = rest[0] if rest else "logit"
     names = {layer.name for layer in loaded.model.layers}
-    arch = config.get("architecture") or pipeline.ARCH
+    arch = config.get("architecture") or default_arch
     if arch in registry.MODEL_NAMES:
         options = dict(config.get("model_options") or {})
         try:

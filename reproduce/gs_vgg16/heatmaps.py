@@ -138,9 +138,9 @@ def make_outputs(ctx: pipeline.StudyContext):
         if ctx.eye_bar and aligned:
             gray = _eye_bar(gray, aligned)
         hit = bool(table.loc[picks[i], "pointing_game_hit"])
-        # The row label names the syndrome; a long caption would run into panel B's title.
-        caption = (f"P(syndrome)={row['score']:.2f}, {'hit' if hit else 'miss'}"
-                   + ("" if row["score"] >= 0.5 else ", called healthy"))
+        # The row label names the syndrome and the figure title says what P < 0.5 means:
+        # anything longer runs into panel B's title.
+        caption = f"P(syndrome)={row['score']:.2f}, {'hit' if hit else 'miss'}"
         examples.append(plots.HeatmapExample(group=str(row["subtype"]), image=gray,
                                              heat=example_heats[i], caption=caption,
                                              mask=masks[sorted(masks)[picks[i]]],
@@ -152,7 +152,8 @@ def make_outputs(ctx: pipeline.StudyContext):
                     f"each from its own fold's model"
                     + ("; eyes covered" if ctx.eye_bar and aligned else "")
                     + f"; white dashes: truth mask; pointing game on true positives "
-                      f"{hits}/{correct}")
+                      f"{hits}/{correct}; P(syndrome) < 0.5: called healthy (a false "
+                      f"negative)")
     figure = plots.figure4(examples, title=figure_title, method_title=title)
     return figure, table, markdown
 

@@ -12,6 +12,11 @@ Writes into the results folder (every .md ends with the data label, folds and re
   stratified bootstrap replicates (pROC `ci.se`, Hong's method; reproduce.stats.roc_ci_band),
   each fold's curve, and each paediatrician's (1 - specificity, sensitivity) point marked
   inside or outside the band (Hong: outside = different from the model).
+- `face_detection.csv/.md` (phantom only; a user's manifest lists crops already aligned): how
+  often MTCNN found the face, per class and per syndrome, with the Wilson 95 % interval, and
+  how often the phantom's drawn landmarks stood in (data_prep.faces `landmarks_fallback`).
+  A detector that misses one class more than the other is a shortcut the model can learn
+  from the fallback crops, so the two rates are tested against each other (Fisher's exact).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from reproduce import stats, study
 from reproduce.gs_vgg16 import pipeline
 from reproduce.paper_values import HONG2021, HONG2021_READERS
 
-OUTPUTS = ("table2", "figure4")
+OUTPUTS = ("table2", "figure4", "face_detection")
 PAPER_KEYS = {"accuracy": "accuracy", "sensitivity": "recall", "specificity": "specificity",
               "precision": "precision", "f1": "f1", "auc": "auc"}
 READER_COLUMNS = ("case_id", "reader", "call")
@@ -170,6 +175,79 @@ def figure4(ctx: pipeline.StudyContext, test: pd.DataFrame, readers: pd.DataFram
     return fig
 
 
+# ----------------------------------------------------------------------------- detection
+
+
+DETECTION_COLUMNS = ("group", "kind", "photos", "mtcnn_found", "landmarks_fallback",
+                     "not_aligned", "found_rate", "found_ci_low", "found_ci_high")
+
+
+def face_detection(ctx: pipeline.StudyContext) -> pd.DataFrame | None:
+    """MTCNN's detection rate per class and per syndrome on the prepared phantom (rows of
+    DETECTION_COLUMNS), None when the data did not pass through detection (a user's manifest
+    of aligned crops)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    from data_prep.faces import DETECTIONS_CSV
+
+    data = study.data_dir(ctx)
+    detections_path = data / "deidentified" / DETECTIONS_CSV
+    raw_manifest = data / "phantom_raw" / "manifest.csv"
+    if not ctx.is_phantom or not detections_path.is_file() or not raw_manifest.is_file():
+        return None
+    detections = pd.read_csv(detections_path, keep_default_na=False)
+    raw = pd.read_csv(raw_manifest, dtype=str, keep_default_na=False)
+    if len(raw) != len(detections):
+        raise InputError(detections_path, f"{len(detections)} rows for the {len(raw)} photos of "
+                         f"{raw_manifest}: prepare again (--force)")
+    photos = raw.assign(status=detections.sort_values("row")["status"].to_numpy())
+    groups = [("class", name, photos[photos["label"] == name]) for name in pipeline.CLASS_NAMES]
+    syndromic = photos[photos["label"] == pipeline.POSITIVE_LABEL]
+    groups += [("syndrome", name, part) for name, part in
+               sorted(syndromic.groupby("subtype"), key=lambda item: (-len(item[1]), item[0]))]
+    groups.append(("all", "all photos", photos))
+    rows = []
+    for kind, name, part in groups:
+        found = int((part["status"] == "ok").sum())
+        fallback = int((part["status"] == "landmarks_fallback").sum())
+        low, high = proportion_confint(found, len(part), alpha=0.05, method="wilson")
+        rows.append({"group": name, "kind": kind, "photos": len(part), "mtcnn_found": found,
+                     "landmarks_fallback": fallback,
+                     "not_aligned": len(part) - found - fallback,
+                     "found_rate": found / len(part), "found_ci_low": float(low),
+                     "found_ci_high": float(high)})
+    return pd.DataFrame(rows, columns=list(DETECTION_COLUMNS))
+
+
+def face_detection_markdown(ctx: pipeline.StudyContext, frame: pd.DataFrame) -> str:
+    from scipy.stats import fisher_exact
+
+    from data_prep.faces import MIN_CONFIDENCE, MIN_FACE_PX
+
+    classes = frame[frame["kind"] == "class"].set_index("group")
+    table = [[int(classes.loc[name, "mtcnn_found"]),
+              int(classes.loc[name, "photos"] - classes.loc[name, "mtcnn_found"])]
+             for name in pipeline.CLASS_NAMES]
+    p_value = float(fisher_exact(table).pvalue)
+    shown = frame.assign(found=[f"{r.mtcnn_found}/{r.photos} ({r.found_rate:.3f}; "
+                                f"{r.found_ci_low:.3f}-{r.found_ci_high:.3f})"
+                                for r in frame.itertuples()])
+    shown = shown[["kind", "group", "found", "landmarks_fallback", "not_aligned"]]
+    return "\n".join([
+        f"# Face detection on the phantom (MTCNN) -- {study.results_label(ctx)}", "",
+        study.markdown_table(shown.rename(columns={
+            "found": "MTCNN found (rate; Wilson 95 % CI)",
+            "landmarks_fallback": "drawn landmarks used", "not_aligned": "not aligned"})), "",
+        f"- Found: one face with confidence >= {MIN_CONFIDENCE:.2f} and a box of at least "
+        f"{MIN_FACE_PX} px (data_prep.faces; the photo is then aligned by MTCNN's five points). "
+        "Elsewhere the phantom's drawn landmarks align the face (`--landmarks fallback`), so "
+        "no child is lost; a user's photos have no such fallback and are reported instead.",
+        f"- Healthy vs syndromic found rate: Fisher's exact test p = {p_value:.3g} (a large "
+        "difference would let the model learn which crops came from the fallback).",
+        f"- Photos: one per child, {int(frame.loc[frame['kind'] == 'all', 'photos'].iloc[0])} "
+        f"in all, at the {ctx.profile} profile's size."])
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -190,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
                                f"{', '.join(OUTPUTS)})")
     ctx = pipeline.context_from_args(args)
     study.check_results_dir(ctx)
-    test = study.test_rows(ctx, pipeline.ARCH)
+    test = study.test_rows(ctx, pipeline.ARCH) if {"table2", "figure4"} & set(only) else None
     if "table2" in only:
         frame, per_fold = table2(ctx, test)
         study.write_table(ctx, "table2", frame, table2_markdown(ctx, frame, per_fold))
@@ -199,6 +277,13 @@ def run(args: argparse.Namespace) -> int:
         readers = (simulated_readers(test, ctx.seed) if ctx.readers is None
                    else user_readers(ctx.readers, test))
         study.write_figure(ctx, "figure4", figure4(ctx, test, readers))
+    if "face_detection" in only:
+        frame = face_detection(ctx)
+        if frame is None:
+            pipeline.say("face_detection: skipped (the manifest lists aligned crops; "
+                         "`python -m data_prep faces` reports detection for your photos)")
+        else:
+            study.write_table(ctx, "face_detection", frame, face_detection_markdown(ctx, frame))
     return 0
 
 
