@@ -255,8 +255,8 @@ THUMB_SIZE, HASH_SIZE = 64, 32
 _AXIS_CROPS = ((0.0, 1.0), (0.05, 0.9), (0.1, 0.8))
 CROP_BOXES = tuple((top, left, height, width) for top, height in _AXIS_CROPS
                    for left, width in _AXIS_CROPS)
-CANDIDATE_DISTANCE = 20      # of 63 bits; exporter copies measured up to 20, see module docstring
-CANDIDATES_PER_IMAGE = 3     # nearest candidates verified per image: bounds stage 2's cost
+CANDIDATE_DISTANCE = 22      # of 63 bits; exporter copies measured up to 20, see module docstring
+CANDIDATES_PER_IMAGE = 6     # nearest candidates verified per image: bounds stage 2's cost
 MIN_MATCHED_KEYPOINTS = 24   # RANSAC inliers; see module docstring for the measured gap
 ORB_SIZE, ORB_FEATURES = 192, 200
 
