@@ -224,6 +224,8 @@ class Fingerprints:
     dhash: np.ndarray   # uint64
     oriented: np.ndarray | None = None  # uint64 (n, 8): robust hash of the 8 flips/rotations
     cropped: np.ndarray | None = None   # uint64 (n, len(CROP_BOXES)): robust hash of crops
+    # Each frame equalised at ORB_SIZE (stage 2 reads these instead of decoding files again).
+    orb_frames: list[np.ndarray] | None = None
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -245,8 +247,10 @@ def _gray8(path: Path) -> np.ndarray:
     return _to_uint8(pixels)
 
 
-def fingerprint(path: Path) -> tuple[str, str, np.uint64, np.uint64, np.ndarray, np.ndarray]:
-    """(file sha256, pixel sha256, phash, dhash, 8 oriented hashes, crop hashes) of one image."""
+def fingerprint(path: Path) -> tuple[str, str, np.uint64, np.uint64, np.ndarray, np.ndarray,
+                                     np.ndarray]:
+    """(file sha256, pixel sha256, phash, dhash, 8 oriented hashes, crop hashes, the frame
+    equalised at ORB_SIZE) of one image."""
     data = Path(path).read_bytes()
     pixels = read_grayscale(path)
     if pixels.ndim == 3 and pixels.shape[2] == 1:
@@ -257,7 +261,7 @@ def fingerprint(path: Path) -> tuple[str, str, np.uint64, np.uint64, np.ndarray,
     picture = Image.fromarray(gray)
     return (hashlib.sha256(data).hexdigest(), pixel_digest.hexdigest(),
             _hash_bits(imagehash.phash(picture)), _hash_bits(imagehash.dhash(picture)),
-            *robust_hashes(gray))
+            *robust_hashes(gray), orb_frame(gray))
 
 
 # ----------------------------------------------------------------------------- robust near duplicates
@@ -341,27 +345,30 @@ def candidate_pairs(distances: np.ndarray, *, max_distance: int = CANDIDATE_DIST
     return {(int(min(a, b)), int(max(a, b))) for a, b in zip(rows[keep], cols[keep])}
 
 
-_ORB = None
+
+
+def orb_frame(pixels: np.ndarray) -> np.ndarray:
+    """The frame resized to ORB_SIZE on its long side and histogram-equalised (uint8)."""
+    h, w = pixels.shape
+    scale = ORB_SIZE / max(h, w)
+    return cv2.equalizeHist(cv2.resize(
+        pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA))
 
 
 class OrbFeatures:
-    """ORB keypoints of the equalised frame, and of its mirror image on first use: ORB is
-    invariant to rotation, so the mirror covers the other four of the 8 flips/rotations."""
+    """ORB keypoints of the equalised frame (`orb_frame`), and of its mirror image on first use:
+    ORB is invariant to rotation, so the mirror covers the other four of the 8 flips/rotations."""
 
-    def __init__(self, pixels: np.ndarray):
-        global _ORB
-        if _ORB is None:
-            _ORB = cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=10)
-        h, w = pixels.shape
-        scale = ORB_SIZE / max(h, w)
-        self.small = cv2.equalizeHist(cv2.resize(
-            pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA))
+    def __init__(self, small: np.ndarray):
+        self.small = small
         self.views: dict[bool, tuple[np.ndarray, np.ndarray | None]] = {}
 
     def view(self, mirrored: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if mirrored not in self.views:
             image = np.ascontiguousarray(self.small[:, ::-1]) if mirrored else self.small
-            keypoints, descriptors = _ORB.detectAndCompute(image, None)
+            # One detector per call: cheap to make, and nothing is shared between threads.
+            detector = cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=10)
+            keypoints, descriptors = detector.detectAndCompute(image, None)
             self.views[mirrored] = (np.float32([k.pt for k in keypoints]).reshape(-1, 2), descriptors)
         return self.views[mirrored]
 
@@ -440,7 +447,8 @@ def transformed_copies(paths: list[Path], prints: Fingerprints, *, workers: int 
                 if components.find(i) != components.find(j):
                     batch.append((i, j))
             new = sorted({k for pair in batch for k in pair} - set(features))
-            features.update(zip(new, pool.map(lambda k: OrbFeatures(_gray8(paths[k])), new)))
+            features.update((k, OrbFeatures(prints.orb_frames[k] if prints.orb_frames is not None
+                                            else orb_frame(_gray8(paths[k])))) for k in new)
             counts = pool.map(lambda pair: matched_keypoints(features[pair[0]], features[pair[1]],
                                                              _mirrored(prints, *pair)), batch)
             for (i, j), count in zip(batch, counts):
@@ -463,7 +471,8 @@ def fingerprints(paths: list[Path], *, workers: int | None = None, progress: boo
                         np.array([r[2] for r in results], dtype=np.uint64),
                         np.array([r[3] for r in results], dtype=np.uint64),
                         np.array([r[4] for r in results], dtype=np.uint64).reshape(-1, 8),
-                        np.array([r[5] for r in results], dtype=np.uint64).reshape(-1, len(CROP_BOXES)))
+                        np.array([r[5] for r in results], dtype=np.uint64).reshape(-1, len(CROP_BOXES)),
+                        [r[6] for r in results])
 
 
 def hamming_pairs(hashes: np.ndarray, max_distance: int, *, block_cells: int = 1 << 22
