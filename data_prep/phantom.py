@@ -29,11 +29,14 @@ import argparse
 from pathlib import Path
 from types import ModuleType
 
-from . import phantom_cns, phantom_face, phantom_pgds
+from . import phantom_cns, phantom_face, phantom_pgds, phantom_ps_face
 from .errors import InputError
 
 STUDY_GENERATORS: dict[str, ModuleType] = {"pgds": phantom_pgds, "cns": phantom_cns,
                                            "gs_vgg16": phantom_face}
+# Shen 2024 (phantom_ps_face): the four groups, and the many-identity pretraining set.
+STUDY_GENERATORS.update({"ps_face": phantom_ps_face,
+                         "ps_face_identities": phantom_ps_face.identities})
 # study -> profile name -> that study's profile dataclass (counts, frame layout, ...).
 PHANTOM_PROFILES = {study: module.PROFILES for study, module in STUDY_GENERATORS.items()}
 PROFILE_NAMES = ("ci", "default", "paper")

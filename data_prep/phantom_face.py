@@ -1507,13 +1507,16 @@ def resolve_profile(profile: str | FacePhantomProfile) -> FacePhantomProfile:
 
 
 def generate(profile: str | FacePhantomProfile, out_dir: str | Path, *, seed: int = 0,
-             dicom: bool = False, force: bool = False, progress: bool = True) -> Path:
-    """Render the whole phantom into `out_dir` (built atomically); return the manifest path."""
+             dicom: bool = False, force: bool = False, progress: bool = True,
+             study: str = STUDY) -> Path:
+    """Render the whole phantom into `out_dir` (built atomically); return the manifest path.
+    `study` only names the study in run.json and the messages (phantom_ps_face passes its own
+    profiles and key; the pixels depend on the profile and seed alone)."""
     from .phantom_pgds import _check_out_dir
     from .provenance import portable_path, write_run_json
 
     if dicom:
-        raise InputError(None, f"--dicom: the {STUDY} phantom is camera photos (PNG with EXIF), "
+        raise InputError(None, f"--dicom: the {study} phantom is camera photos (PNG with EXIF), "
                                "not DICOM")
     profile = resolve_profile(profile)
     out_dir = Path(out_dir)
@@ -1533,7 +1536,7 @@ def generate(profile: str | FacePhantomProfile, out_dir: str | Path, *, seed: in
                 tables[name].extend(table)
             phi_truth[planned.case_id] = rendered.phi
             if progress and len(children) >= 200 and number % max(1, len(children) // 10) == 0:
-                print(f"phantom {STUDY}/{profile.name}: {number}/{len(children)} children "
+                print(f"phantom {study}/{profile.name}: {number}/{len(children)} children "
                       f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
         atomic.write_csv(stage / "manifest.csv",
                          pd.DataFrame(tables["manifest"])[list(MANIFEST_COLUMNS)])
@@ -1546,11 +1549,11 @@ def generate(profile: str | FacePhantomProfile, out_dir: str | Path, *, seed: in
             "landmarks": "x1 y1 ... x5 y5 in pixels: eye with the smaller x, the other eye, nose "
                          "tip, mouth corner with the smaller x, the other corner",
             "cases": phi_truth})
-        config = {**profile.as_config(), "study": STUDY}
+        config = {**profile.as_config(), "study": study}
         write_run_json(stage, config, seed=int(seed), manifest=stage / "manifest.csv",
                        extra={"manifest": portable_path(out_dir / "manifest.csv")}, force=True)
     if progress:
-        print(f"phantom {STUDY}/{profile.name}: {len(tables['manifest'])} photos, "
+        print(f"phantom {study}/{profile.name}: {len(tables['manifest'])} photos, "
               f"{len(children)} children in {time.perf_counter() - started:.1f} s -> {out_dir}",
               file=sys.stderr)
     return out_dir / "manifest.csv"

@@ -10,6 +10,13 @@ For ArcFace, cos(theta + m) stops decreasing once theta + m > pi; insightface th
 cos(theta) - m * sin(m) (`mm`) wherever cos(theta) <= cos(pi - m) (`th`), or with `easy_margin`
 keeps cos(theta) wherever cos(theta) <= 0. Both fallbacks are implemented.
 
+Margin warm-up (`warmup_steps` > 0, a known cure for ArcFace/CosFace that diverge or never
+converge when trained from scratch on few classes): the true class's logit is blended from the
+plain cosine to the margin-penalised one, s * ((1 - f) cos(theta_y) + f target(theta_y)) with
+f = min(1, step / warmup_steps); `step` is a non-trainable counter of the head, advanced by
+every training call (so a checkpoint resumes it). For CosFace this ramps m linearly. With
+warmup_steps = 0 (default) the head has no counter and is exactly the formula above.
+
 A head called on [embedding, labels] (integer class indices) gives the margin logits for
 training; called on the embedding alone it gives s * cos(theta) for every class: the cosine
 classifier, no margin (`CosineClassifier` is that layer on its own; ArcFace and CosFace extend
@@ -37,7 +44,7 @@ class CosineClassifier(keras.layers.Layer):
     """s * cos(theta_j) for every class, no margin; ArcFace and CosFace add their margin to it."""
 
     def __init__(self, num_classes: int, s: float = 64.0, m: float = 0.0,
-                 kernel_initializer="random_normal", **kwargs):
+                 kernel_initializer="random_normal", warmup_steps: int = 0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # the margin maths needs float32 under mixed precision
         super().__init__(**kwargs)
         if int(num_classes) < 2:
@@ -45,6 +52,9 @@ class CosineClassifier(keras.layers.Layer):
         self.num_classes = int(num_classes)
         self.s = float(s)
         self.m = float(m)
+        if int(warmup_steps) < 0:
+            raise ValueError(f"{self.__class__.__name__}: warmup_steps must be >= 0, got {warmup_steps}")
+        self.warmup_steps = int(warmup_steps)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):
@@ -52,6 +62,9 @@ class CosineClassifier(keras.layers.Layer):
             input_shape = input_shape[0]  # [embedding, labels]
         self.kernel = self.add_weight(name="kernel", shape=(int(input_shape[-1]), self.num_classes),
                                       initializer=self.kernel_initializer, trainable=True)
+        if self.warmup_steps:
+            self.step = self.add_weight(name="warmup_step", shape=(), initializer="zeros",
+                                        trainable=False)
 
     def cosine(self, embedding):
         embedding = ops.cast(embedding, "float32")
@@ -63,7 +76,7 @@ class CosineClassifier(keras.layers.Layer):
         """cos(theta) of the true class -> its penalised value (before scaling by s)."""
         return cos
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if isinstance(inputs, (list, tuple)):
             embedding, labels = inputs
         else:
@@ -73,7 +86,13 @@ class CosineClassifier(keras.layers.Layer):
             return self.s * cos
         labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
         one_hot = ops.one_hot(labels, self.num_classes, dtype=cos.dtype)
-        return self.s * ops.where(one_hot > 0, self.target_logit(cos), cos)
+        target = self.target_logit(cos)
+        if self.warmup_steps:
+            share = ops.minimum(1.0, self.step / float(self.warmup_steps))
+            target = cos + share * (target - cos)
+            if training:
+                self.step.assign(self.step + 1.0)
+        return self.s * ops.where(one_hot > 0, target, cos)
 
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(input_shape[0], (list, tuple)):
@@ -84,6 +103,8 @@ class CosineClassifier(keras.layers.Layer):
         config = super().get_config()
         config.update(num_classes=self.num_classes, s=self.s, m=self.m,
                       kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+        if self.warmup_steps:
+            config.update(warmup_steps=self.warmup_steps)
         return config
 
 

@@ -74,6 +74,13 @@ TARGETS: dict[tuple[str, str], Target] = {
                                   "(--seeds 0,1,2) and seed_spread.csv: mean, SD, expected range"),
     ("gs_vgg16", "all"): Target("reproduce.gs_vgg16.all", (), "train once, then every Hong 2021 "
                                 "table and figure"),
+    ("ps_face", "train"): Target("reproduce.ps_face.train", (), "pretrain on the phantom's "
+                                 "identities, then IResNet + ArcFace / CosFace with and without "
+                                 "pretraining (Shen 2024) on five child-level folds"),
+    ("ps_face", "tables"): Target("reproduce.ps_face.tables", (), "Shen 2024 comparison (mean +- "
+                                  "SD over folds, paediatricians), confusion, .keras round trip"),
+    ("ps_face", "all"): Target("reproduce.ps_face.all", (), "train once, then every Shen 2024 "
+                               "output"),
 }
 
 # Jobs that are not one study's target: `python -m reproduce all` (what ./run_all.sh runs) and

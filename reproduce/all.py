@@ -30,7 +30,8 @@ PROFILE_NAMES = ("ci", "default", "paper")
 # study -> (module with TARGETS and run_targets, the results table that leads its section)
 STUDIES: dict[str, tuple[str, str]] = {"pgds": ("reproduce.pgds.all", "table1"),
                                        "cns": ("reproduce.cns.all", "accuracy"),
-                                       "gs_vgg16": ("reproduce.gs_vgg16.all", "table2")}
+                                       "gs_vgg16": ("reproduce.gs_vgg16.all", "table2"),
+                                       "ps_face": ("reproduce.ps_face.all", "table")}
 # Seconds per step measured on the 2-core CPU (fresh clone, nothing else running), used for the
 # ETA when no earlier timings.csv of the same profile exists.
 EXPECTED_SECONDS = {
@@ -43,10 +44,11 @@ EXPECTED_SECONDS = {
     ("gs_vgg16", "ci"): {"train": 40, "table2": 5, "figure4": 2, "heatmaps": 5},
     ("gs_vgg16", "default"): {"train": 400, "table2": 10, "figure4": 2, "heatmaps": 15},
     ("gs_vgg16", "paper"): {"train": 7200, "heatmaps": 60},
+    ("ps_face", "ci"): {"train": 90, "table": 5, "confusion": 2, "roundtrip": 10},
 }
 DEFAULT_STEP_SECONDS = 1.0
 # What `all` (./run_all.sh) runs unless --studies says otherwise: every study that exists.
-DEFAULT_STUDIES = ("pgds", "cns", "gs_vgg16")
+DEFAULT_STUDIES = ("pgds", "cns", "gs_vgg16")   # ps_face: --studies ps_face (budget not checked yet)
 
 
 def say(message: str) -> None:

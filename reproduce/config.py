@@ -224,8 +224,45 @@ STUDIES: dict[str, Study] = {
                        precise_bn=True),
         }),
     "ps_face": Study(
-        key="ps_face", architectures=("iresnet100",), loss="cosface", labels=None, multiplicity=None,
-        note="Shen 2024: ResNet-100 with an ArcFace or CosFace margin head (CosFace was best)"),
+        key="ps_face", architectures=("iresnet100",), loss="cosface",
+        labels=("williams_beuren", "noonan", "alagille", "none"), multiplicity=None,
+        note="Shen 2024: ResNet-100 with an ArcFace or CosFace margin head (CosFace was best)",
+        paper_selection=PaperSelection(
+            source="Shen 2024 (abstract: silent; read as the smallest validation loss)",
+            selection="best_epoch", selection_metric="val_loss", selection_split="val",
+            early_stopping_patience=None,
+            description="the epoch with the smallest loss on a validation fifth of the "
+                        "training children"),
+        # The head (loss, margin) and the initial weights of each of the four models are
+        # PS_FACE_MODELS below; these are the backbone and the optimiser per profile.
+        train_overrides={
+            # Shen 2024: IResNet-100 at the 112x112 ArcFace crop (insightface layout).
+            # Unstated: optimiser, rate, batch, epochs -> Adam 1e-4 (a fine-tuning rate),
+            # batch 32, 40 epochs, the best epoch by validation loss.
+            "paper": dict(size_wh=(112, 112), channels=3, width=64, transform="face",
+                          augment="on_the_fly", crop_min_area=0.8, optimizer="adam",
+                          learning_rate=1e-4, epoch_grid=(40,), batch_size=32,
+                          selection="best_epoch", selection_metric="val_loss",
+                          precise_bn=False),
+            # CPU budget (2 cores, 4 models x 5 folds + a pretraining run): IResNet narrowed
+            # to one IBasicBlock per stage (blocks 1/1/1/1, the same stage and layer names),
+            # width 16, a 128-d embedding, 64x64 input (the 112 crop resized).
+            "default": dict(size_wh=(64, 64), channels=3, width=16,
+                            model_options={"blocks": (1, 1, 1, 1), "embedding_size": 128},
+                            transform="face", augment="on_the_fly", crop_min_area=0.8,
+                            cache="decoded", optimizer="adam", learning_rate=1e-3,
+                            epoch_grid=(20,), batch_size=16, selection="best_epoch",
+                            selection_metric="val_loss", precise_bn=True,
+                            precise_bn_images=256, checkpoint_every=5),
+            # ci: blocks 1/1/1/1, width 4, a 32-d embedding at 32x32, run eagerly (tracing
+            # cost 5-12 s of a ~7-15 s run): seconds per run.
+            "ci": dict(size_wh=(32, 32), channels=3, width=4,
+                       model_options={"blocks": (1, 1, 1, 1), "embedding_size": 32},
+                       transform="face", augment="on_the_fly", crop_min_area=0.8,
+                       cache="decoded", optimizer="adam", learning_rate=1e-3, epoch_grid=(3,),
+                       batch_size=8, selection="best_epoch", selection_metric="val_loss",
+                       precise_bn=True, checkpoint_every=5, run_eagerly=True),
+        }),
     "gs_vgg16": Study(
         key="gs_vgg16", architectures=("vgg16_face",), loss="bce", labels=("healthy", "syndrome"),
         multiplicity=None,
@@ -261,6 +298,28 @@ STUDIES: dict[str, Study] = {
                        selection_metric="val_loss", precise_bn=True),
         }),
 }
+
+
+# Shen 2024's four models: (loss, margin head options, pretrained?). ArcFace s 64, m 0.5
+# (Deng 2019); CosFace s 64, m 0.4 (insightface arcface_torch's CosFace setting; the CosFace
+# paper used 0.35; Shen's abstract gives neither). The cure for the known non-convergence from
+# scratch (insightface issues): a margin warm-up over the first `warmup_epochs` epochs
+# (models.margins: the true class's logit blended from cos to the margin logit), with the
+# sqrt(1 - cos^2) clamp ArcFace always has; recorded in every run.json as `margin`.
+PS_FACE_MARGIN_WARMUP_EPOCHS = {"ci": 1, "default": 3, "paper": 2}
+PS_FACE_HEADS: dict[str, dict[str, float]] = {"arcface": {"s": 64.0, "m": 0.5},
+                                              "cosface": {"s": 64.0, "m": 0.4}}
+PS_FACE_MODELS: dict[str, tuple[str, bool]] = {
+    "arcface_scratch": ("arcface", False), "arcface_pretrained": ("arcface", True),
+    "cosface_scratch": ("cosface", False), "cosface_pretrained": ("cosface", True)}
+# The pretraining run ("foundation model") on the phantom: the same backbone, trained as a
+# face recogniser (ArcFace head over the identities of data_prep.phantom_ps_face's identity
+# set); the last photo of each identity validates. Epochs per profile; the rest as the study's.
+PS_FACE_PRETRAIN_HEAD = "arcface"
+PS_FACE_PRETRAIN_EPOCHS = {"ci": 3, "default": 20, "paper": 40}
+# Seed of the identity phantom = this + the study seed: another draw than the four-group set,
+# so no pretraining identity has a study child's face.
+PS_FACE_PRETRAIN_SEED_OFFSET = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -331,6 +390,12 @@ class TrainConfig:
     transform: str = "minmax"
     crop_min_area: float = 0.08
     init_weights: str | None = None
+    # Margin head options (models.margins: s, m, and warmup_epochs -> the head's warmup_steps)
+    # for loss arcface / cosface; {} = the head's defaults.
+    margin: Mapping[str, Any] = field(default_factory=dict)
+    # Train without tf.function (Keras run_eagerly): the same maths, no tracing; for runs so
+    # small that tracing costs more than the training (the ps_face ci profile: 21 runs).
+    run_eagerly: bool = False
     # Operational, not numerical: commit a checkpoint (and state.json, log.csv, monitor.csv)
     # every this many epochs, and always at grid epochs, an early stop and the last epoch. A
     # kill loses at most checkpoint_every - 1 epochs; a resumed run is the same run either way.
@@ -433,6 +498,7 @@ class TrainConfig:
         record = dataclasses.asdict(self)
         record["multiplicity"] = None if self.multiplicity is None else dict(self.multiplicity)
         record["model_options"] = dict(self.model_options)
+        record["margin"] = dict(self.margin)
         if all(record[name] == value for name, value in ENGINE_DEFAULTS.items()):
             for name in ENGINE_DEFAULTS:
                 del record[name]
@@ -447,7 +513,8 @@ class TrainConfig:
 # Fields recorded in run.json only when they differ from these defaults (so run folders and
 # results/*/run.json written before the fields existed still match).
 RECORDED_WHEN_SET: dict[str, Any] = {"precision": "float32", "checkpoint_every": 1,
-                                     "precise_bn_images": 2048}
+                                     "precise_bn_images": 2048, "margin": {},
+                                     "run_eagerly": False}
 
 # The engine options added for Qi 2025 and their defaults: the engine's behaviour before them
 # (Adam, constant learning rate, smallest validation loss, no early stopping, validation split).

@@ -232,6 +232,23 @@ def run_steps(steps: Sequence[tuple[str, Callable[[], int]]], key: str,
     return 0, timings
 
 
+def common_argv(args: argparse.Namespace, optional: Mapping[str, str] = {}) -> list[str]:
+    """The common flags of `args` to pass on to another target unchanged: profile, runs,
+    results, seed, force, and each `optional` flag ("--manifest": "manifest", ...) when set."""
+    argv = ["--profile", args.profile, "--runs", str(args.runs), "--results", str(args.results),
+            "--seed", str(args.seed)]
+    for flag, name in optional.items():
+        if getattr(args, name) is not None:
+            argv += [flag, str(getattr(args, name))]
+    return argv + (["--force"] if args.force else [])
+
+
+def write_timings(results: Path, timings: Sequence[tuple[str, float]], key: str) -> None:
+    """results/timings.csv (seconds per `all` step, run_steps' list) and the closing line."""
+    atomic.write_csv(Path(results) / "timings.csv", pd.DataFrame(timings, columns=["target", "seconds"]))
+    say(key, f"all done in {timings[-1][1] / 60:.1f} min; results in {results}")
+
+
 def read_user_csv(path: str | Path, what: str) -> pd.DataFrame:
     """A user's CSV as text cells with stripped headers; InputError naming it when it is
     absent or unreadable (`what` names it in the message, e.g. "reader CSV")."""
@@ -686,12 +703,19 @@ _MODEL_CACHE: dict[tuple, Any] = {}
 
 
 def load_model(ctx: StudyContext, arch: str, fold: int = 0):
-    """The selected model of `arch` (fold), trained on first use."""
+    """The selected model of `arch` (fold), trained on first use (a margin head's training
+    model is returned as its image -> probabilities inference model)."""
     path = model_path(ctx, arch, fold)
     stat = path.stat()
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_keras_model(path)
+        model = load_keras_model(path)
+        if len(model.inputs) == 2 and any(layer.name == "margin_head" for layer in model.layers):
+            # an ArcFace/CosFace [image, labels] training model -> image -> probabilities
+            from models.margins import build_margin_inference_model
+
+            model = build_margin_inference_model(model)
+        _MODEL_CACHE[key] = model
     return _MODEL_CACHE[key]
 
 

@@ -315,11 +315,15 @@ def build_and_compile(config: TrainConfig, num_classes: int, builder: ModelBuild
     if config.loss in ("arcface", "cosface"):
         from models import margins
 
-        model = margins.build_margin_training_model(model, num_classes, config.loss)
+        options = dict(config.margin)
+        warmup_epochs = options.pop("warmup_epochs", 0)
+        if warmup_epochs:
+            options["warmup_steps"] = int(round(float(warmup_epochs) * (steps_per_epoch or 1)))
+        model = margins.build_margin_training_model(model, num_classes, config.loss, **options)
     model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                   loss=make_loss(config),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                  jit_compile=bool(config.xla))
+                  jit_compile=bool(config.xla), run_eagerly=bool(config.run_eagerly))
     return model
 
 
