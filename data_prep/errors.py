@@ -49,7 +49,14 @@ class InputError(Exception):
         if self.column is not None:
             where.append(f"column '{self.column}'")
         prefix = ", ".join(where)
-        return f"{prefix}: {self.message}" if prefix else self.message
+        return printable_line(f"{prefix}: {self.message}" if prefix else self.message)
+
+
+def printable_line(text: str) -> str:
+    """`text` with every control character and line break (a quoted CSV cell can hold CR, LF or
+    NUL, a file name too) written as its escape, so an error stays one terminal line."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
 
 
 # OS errors about a path the user named (an --out that is a file, a folder where a file goes,

@@ -475,7 +475,7 @@ def _dicom_int(ds, keyword: str, default: int | None = None) -> int | None:
 def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
     """Parse the DICOM header (pixel data left on disk) and check the pixel module."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
     from pydicom.pixels import get_decoder
     from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
                              ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -487,8 +487,9 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(path, force=not preamble, defer_size=4096)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, struct.error,
-            NotImplementedError, TypeError, AttributeError, OverflowError) as err:
+    except (InvalidDicomError, BytesLengthException, EOFError, ValueError, KeyError, OSError,
+            struct.error, NotImplementedError, TypeError, AttributeError, OverflowError) as err:
+        # BytesLengthException: an element whose length does not fit its VR (found by fuzzing)
         raise ImageReadError(path, f"cannot parse the DICOM header: {_first_line(err)}") from None
 
     pixel_tag = 0x7FE00010
@@ -519,6 +520,8 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
         ds.file_meta = meta if meta is not None else pydicom.dataset.FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = tsyntax
     tsyntax = UID(str(tsyntax))
+    if not tsyntax.is_transfer_syntax:   # a damaged or private UID (found by fuzzing)
+        raise ImageReadError(path, f"unknown DICOM TransferSyntaxUID '{_short_text(str(tsyntax))}'")
     if tsyntax == DeflatedExplicitVRLittleEndian:
         # Deferred values of a deflated data set point into the inflated stream, not the file:
         # read it whole (its pixel data is native, so the size check below stays valid).
@@ -605,6 +608,10 @@ def _read_dicom_header(path: Path, head: bytes) -> _DicomHeader:
                                        f"{samples}, {bits_allocated}-bit)")
     return _DicomHeader(ds, tsyntax, rows, columns, samples, bits_allocated, bits_stored,
                         representation == 1, photometric, frames)
+
+
+def _short_text(text: str, limit: int = 64) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _first_line(err: BaseException) -> str:

@@ -351,7 +351,15 @@ def _prepare(ctx: StudyContext) -> None:
     atomic.write_csv(splits_path(ctx), splits)
     say(ctx, f"leakage audit of {splits_path(ctx)}")
     report = audit_mod.audit(source, splits_path(ctx), progress=False)
-    atomic.write_text(folder / "audit_summary.txt", report.summary() + "\n")
+    from dataclasses import replace
+
+    from data_prep.provenance import portable_path
+
+    # Records name no machine path (tests/test_no_machine_paths.py).
+    report = replace(report, manifest_path=portable_path(source),
+                     splits_path=portable_path(splits_path(ctx)))
+    summary = report.summary()
+    atomic.write_text(folder / "audit_summary.txt", summary + "\n")
     if report.case_leaks:
         leak = report.case_leaks[0]
         raise InputError(splits_path(ctx), leak.one_line(str(splits_path(ctx))))
@@ -388,12 +396,12 @@ def _prepare(ctx: StudyContext) -> None:
             near_note = (f"{len(report.near_pairs)} near-duplicate pair(s) across splits "
                          "accepted with --force")
     atomic.write_json(folder / _PREPARED, {
-        "manifest": str(source), "manifest_file_sha256": file_sha256(source),
+        "manifest": portable_path(source), "manifest_file_sha256": file_sha256(source),
         "splits_sha256": file_sha256(splits_path(ctx)), **split_info,
         "split_key": ctx.spec.split_key(ctx), "seed": ctx.seed,
         "audit": "no case in two splits, no identical images across splits",
         "audit_near_duplicates": len(report.near_pairs), "audit_near_duplicate_note": near_note,
-        "audit_summary": report.summary()})
+        "audit_summary": summary})
 
 
 def _deidentify_phantom(ctx: StudyContext, raw: Path, deid: Path) -> None:

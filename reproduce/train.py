@@ -76,7 +76,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from data_prep import atomic  # noqa: E402
-from data_prep.errors import InputError, report_bad_input  # noqa: E402
+from data_prep.errors import EXIT_FINDING, InputError, report_bad_input  # noqa: E402
 from data_prep.provenance import write_run_json  # noqa: E402
 from reproduce import config as cfg  # noqa: E402
 from reproduce.config import TrainConfig  # noqa: E402
@@ -1018,7 +1018,10 @@ def build_parser(study: str | None = None) -> argparse.ArgumentParser:
         prog=f"python -m reproduce {study or '<study>'} train",
         description="Train the study's architectures over the epoch grid (one pass, snapshots at "
                     "each grid epoch), select the best epoch (by validation loss unless told "
-                    "otherwise), resume killed runs.")
+                    "otherwise), resume killed runs. The leakage audit of the splits (data_prep.audit) runs "
+                    "first: exit 2 when a case sits in two splits or the input is malformed, "
+                    "exit 1 when identical (or, on a user manifest, near-duplicate) images sit "
+                    "on both sides of a split; nothing is trained then.")
     parser.add_argument("--study", choices=sorted(cfg.STUDIES), default=study or "pgds",
                         help="study key (set by `python -m reproduce <study> train`)")
     parser.add_argument("--profile", choices=cfg.PROFILE_NAMES, default="default",
@@ -1121,6 +1124,12 @@ def build_parser(study: str | None = None) -> argparse.ArgumentParser:
                         help="Keras progress: 0 silent, 1 bar, 2 one line per epoch")
     parser.add_argument("--force", action="store_true",
                         help="start runs again from scratch, even with another config")
+    parser.add_argument("--accept-near-duplicates", action="store_true",
+                        help="train although the leakage audit (data_prep.audit, run on the "
+                             "splits before any training) flags near-duplicate images across "
+                             "splits of a user manifest; a case in two splits (exit 2) and "
+                             "identical images across splits (exit 1) are always refused, and "
+                             "the audit itself cannot be skipped")
     return parser
 
 
@@ -1160,6 +1169,42 @@ def offline_training_table(manifest: pd.DataFrame, manifest_path: Path, fold_spl
     return ImageTable.from_frame(train_rows, class_names)
 
 
+def leakage_audit(manifest_path: Path, splits_path: Path, *, is_phantom: bool,
+                  accept_near_duplicates: bool = False) -> str | None:
+    """data_prep.audit of the splits before any training, with `python -m data_prep audit`'s
+    verdicts: a case in two splits (or malformed splits) raises InputError (exit 2); identical
+    images on both sides of a split return the one-line finding (exit 1), near duplicates too
+    unless `accept_near_duplicates`, or the manifest is the phantom (whose near-duplicate flags
+    are false positives by construction, as reproduce.study says). None when training may go on.
+    """
+    from data_prep import audit as audit_mod
+
+    report = audit_mod.audit(manifest_path, splits_path, progress=False)
+    if report.case_leaks:
+        leak = report.case_leaks[0]
+        where = "" if leak.fold is None else f" in fold {leak.fold}"
+        raise InputError(splits_path, f"leakage audit: case '{leak.case_id}' is in more than one "
+                         f"split{where} ({', '.join(leak.splits)}); split by case_id; nothing "
+                         "trained", row=leak.row, column="case_id")
+    pairs = report.exact_pairs or ([] if is_phantom or accept_near_duplicates else report.near_pairs)
+    if pairs:
+        first = pairs[0]
+        kind = "identical" if report.exact_pairs else "near-duplicate"
+        hint = ("give copies of one picture one case_id" if report.exact_pairs else
+                "give copies of one picture one case_id, or --accept-near-duplicates after "
+                "checking that the flagged pairs are different pictures")
+        return (f"{splits_path}: leakage audit: {len(pairs)} {kind} image pair(s) sit on both "
+                f"sides of a split, e.g. '{first.image_a}' ({first.split_a}) and "
+                f"'{first.image_b}' ({first.split_b}); `python -m data_prep audit --manifest "
+                f"{manifest_path} --splits {splits_path} --out DIR` lists them; {hint}; "
+                "nothing trained")
+    if report.near_pairs:
+        print(f"audit note: {len(report.near_pairs)} near-duplicate flag(s) "
+              + ("between different phantom cases (false positives: shared layout); not refused"
+                 if is_phantom else "accepted (--accept-near-duplicates)"), file=sys.stderr)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     study = argv[argv.index("--study") + 1] if "--study" in argv[:-1] else None
@@ -1197,6 +1242,11 @@ def _main(args: argparse.Namespace) -> int:
         splits = case_level_split(manifest, test_size=0.2, val_size=0.1, seed=args.seed)
         splits_source = str(args.out / args.study / args.profile / "splits.csv")
         atomic.write_csv(splits_source, splits)
+    finding = leakage_audit(Path(manifest_path), Path(splits_source), is_phantom=args.manifest is None,
+                            accept_near_duplicates=args.accept_near_duplicates)
+    if finding is not None:
+        print(f"error: {finding}", file=sys.stderr)
+        return EXIT_FINDING
     tables_by_split: dict[str, dict] = {}
 
     def tables_for(selection_split: str) -> dict:
