@@ -279,6 +279,9 @@ CANDIDATE_DISTANCE = 22      # of 63 bits; exporter copies measured up to 22, se
 CANDIDATES_PER_IMAGE = 6     # nearest candidates verified per image: bounds stage 2's cost
 MIN_MATCHED_KEYPOINTS = 24   # RANSAC inliers; see module docstring for the measured gap
 ORB_SIZE, ORB_FEATURES = 192, 200
+# Pyramid levels (scale 1.2 each): frames are brought to ORB_SIZE first, so a copy differs in
+# scale only by its crop (>= 80 % of a side kept: <= 1.25x); OpenCV's 8 levels cost 2x as much.
+ORB_LEVELS = 3
 
 
 def _dct_rows(n: int, keep: int) -> np.ndarray:
@@ -292,7 +295,8 @@ _BIT_WEIGHTS = (np.uint64(1) << np.arange(63, dtype=np.uint64))
 
 def _dct_hashes(stack: np.ndarray) -> np.ndarray:
     """63-bit DCT hashes (8x8 lowest frequencies less DC, each above the median) of (m, 32, 32)."""
-    coefficients = np.einsum("ui,mij,vj->muv", _DCT, stack, _DCT).reshape(len(stack), -1)[:, 1:]
+    # Two matrix products (BLAS): 40x faster than the same sum as one three-operand einsum.
+    coefficients = (_DCT @ stack @ _DCT.T).reshape(len(stack), -1)[:, 1:]
     bits = coefficients > np.median(coefficients, axis=1, keepdims=True)
     return (bits.astype(np.uint64) * _BIT_WEIGHTS).sum(axis=1, dtype=np.uint64)
 
@@ -367,7 +371,7 @@ class OrbFeatures:
         if mirrored not in self.views:
             image = np.ascontiguousarray(self.small[:, ::-1]) if mirrored else self.small
             # One detector per call: cheap to make, and nothing is shared between threads.
-            detector = cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=10)
+            detector = cv2.ORB_create(nfeatures=ORB_FEATURES, fastThreshold=10, nlevels=ORB_LEVELS)
             keypoints, descriptors = detector.detectAndCompute(image, None)
             self.views[mirrored] = (np.float32([k.pt for k in keypoints]).reshape(-1, 2), descriptors)
         return self.views[mirrored]
@@ -385,7 +389,10 @@ def matched_keypoints(a: OrbFeatures, b: OrbFeatures, mirrored: bool) -> int:
         return 0
     source = points_a[[m.queryIdx for m in matches]]
     target = points_b[[m.trainIdx for m in matches]]
-    _, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=3.0)
+    # 500 iterations (OpenCV: 2000) find a 2-point model among 16 % inliers with p > 0.99999
+    # (copies keep >= 32 inliers of <= 200 matches); most pairs are not copies and run them all.
+    _, inliers = cv2.estimateAffinePartial2D(source, target, method=cv2.RANSAC,
+                                             ransacReprojThreshold=3.0, maxIters=500)
     return 0 if inliers is None else int(inliers.sum())
 
 
