@@ -476,7 +476,7 @@ def test_cli_refuses_to_overwrite(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [
-    ["phantom", "--study", "ps_face", "--out", "x"],   # no phantom for this study yet
+    ["phantom", "--study", "no_such_study", "--out", "x"],
     ["phantom", "--profile", "huge", "--out", "x"],
     ["phantom", "--seed", "-1", "--out", "x"],
     ["phantom", "--profile", "ci"],
@@ -489,7 +489,7 @@ def test_cli_rejects_bad_arguments(argv):
 
 def test_unknown_study_or_profile_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="study"):
-        phantom.generate_phantom("ps_face", "ci", tmp_path / "x")
+        phantom.generate_phantom("no_such_study", "ci", tmp_path / "x")
     with pytest.raises(InputError, match="profile"):
         phantom.generate_phantom("pgds", "huge", tmp_path / "x")
     assert not (tmp_path / "x").exists()
